@@ -1,0 +1,1 @@
+"""b2bua: SIP B2BUA with Diameter Ro online charging."""
