@@ -1,0 +1,122 @@
+"""``twistd b2bua`` as an operator runs it: help, --check, bad configs, foreground and daemon."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from tests.support.daemon import REPO, Daemon, twistd
+from tests.support.ports import free_port
+
+
+def write_config(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "b2bua.conf"
+    path.write_text(body)
+    return path
+
+
+def test_help_lists_the_options() -> None:
+    """`twistd b2bua --help` names --config and --check."""
+    result = twistd("b2bua", "--help")
+    assert result.returncode == 0
+    assert "--config" in result.stdout and "--check" in result.stdout
+
+
+def test_twistd_lists_the_plugin() -> None:
+    """twistd finds the b2bua plugin."""
+    assert "b2bua" in twistd("--help").stdout
+
+
+def test_check_accepts_the_shipped_configs() -> None:
+    """The template and the lab configuration both validate."""
+    for name in ("conf/b2bua.conf", "conf/lab.conf"):
+        result = twistd("b2bua", "--config", name, "--check")
+        assert result.returncode == 0, result.stderr
+        assert f"{name}: configuration OK" in result.stdout
+
+
+def test_misspelt_key_stops_start_up_before_anything_happens(tmp_path: Path) -> None:
+    """A misspelt key exits 2 with one line naming it; no pid or log file is written."""
+    config = write_config(tmp_path, "[sip]\nlisten = udp:127.0.0.1:5060\nmax_mesage_size = 9000\n")
+    result = twistd(
+        "--pidfile",
+        "b2bua.pid",
+        "--logfile",
+        "b2bua.log",
+        "b2bua",
+        "--config",
+        str(config),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        f"{config}:3: [sip] max_mesage_size: unknown key (did you mean 'max_message_size'?); "
+        "[sip] knows "
+        "listen, t1, t2, t4, max_message_size, tls_certificate, tls_private_key, "
+        "tls_ca_certificates, tls_require_client_certificate"
+    ]
+    assert not (tmp_path / "b2bua.pid").exists()
+    assert not (tmp_path / "b2bua.log").exists()
+
+
+def test_missing_config_file_exits_2(tmp_path: Path) -> None:
+    """A configuration file that does not exist exits 2 naming it."""
+    result = twistd("b2bua", "--config", str(tmp_path / "none.conf"))
+    assert result.returncode == 2
+    assert "none.conf: cannot read the configuration file" in result.stderr
+
+
+def lab_config(tmp_path: Path) -> Path:
+    port = free_port()
+    return write_config(tmp_path, f"[sip]\nlisten = udp:127.0.0.1:{port}, tcp:127.0.0.1:{port}\n")
+
+
+def test_foreground_run_starts_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """`twistd -n b2bua` runs in the foreground; SIGTERM stops it cleanly.
+
+    twistd ends by re-raising the signal that stopped it, so the status is -SIGTERM, which
+    init systems count as a clean stop.
+    """
+    daemon = Daemon(lab_config(tmp_path), log_path=tmp_path / "out.log")
+    try:
+        daemon.wait_for_log("b2bua started")
+    finally:
+        status = daemon.stop()
+    assert status == -signal.SIGTERM, daemon.log_text()
+    assert "b2bua stopping" in daemon.log_text()
+    assert "Traceback" not in daemon.log_text()
+
+
+def test_daemon_mode_writes_pidfile_and_logfile(tmp_path: Path) -> None:
+    """Without -n, twistd detaches, writes the pid file and log file, and SIGTERM ends it."""
+    config = lab_config(tmp_path)
+    result = twistd(
+        "--pidfile",
+        "b2bua.pid",
+        "--logfile",
+        "b2bua.log",
+        "b2bua",
+        "--config",
+        str(config),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    pidfile, logfile = tmp_path / "b2bua.pid", tmp_path / "b2bua.log"
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not (
+        pidfile.exists() and logfile.exists() and "b2bua started" in logfile.read_text()
+    ):
+        time.sleep(0.05)
+    pid = int(pidfile.read_text())
+    try:
+        assert "b2bua started" in logfile.read_text()
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and pidfile.exists():
+        time.sleep(0.05)
+    assert not pidfile.exists(), "twistd removes its pid file on a clean stop"
+    assert REPO.exists()
