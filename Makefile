@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-SOURCES := b2bua twisted tests bench
+SOURCES := b2bua twisted tests $(wildcard bench)
 
 .PHONY: run test check lint typecheck unit man bench-micro clean
 
