@@ -239,6 +239,16 @@ def param(kind: Kind, default: Any, why: str) -> Any:
     return field(default=default, metadata={"kind": kind, "why": why})
 
 
+def required_param(kind: Kind, why: str) -> Any:
+    """Declare a parameter the file must set (declare these before those with defaults)."""
+    return field(metadata={"kind": kind, "why": why, "required": True})
+
+
+def section_name() -> Any:
+    """The NAME of a named section such as ``[peer:NAME]``; set from the header, not a key."""
+    return field(default="")
+
+
 # -- sections --
 
 
@@ -294,7 +304,10 @@ class LogSettings:
     )
 
 
+# Sections that appear once, and named sections ([peer:NAME]) that may appear many times.
+# A named section type has `name` as its first field and its Config field holds a tuple.
 SECTIONS: tuple[Any, ...] = (SipSettings, LogSettings)
+NAMED_SECTIONS: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -313,15 +326,29 @@ class SchemaEntry:
     kind: Kind
     default: Any
     why: str
+    required: bool = False
 
 
 def schema() -> Iterator[SchemaEntry]:
-    """Every parameter the validator knows, in declaration order."""
-    for section_type in SECTIONS:
+    """Every parameter the validator knows, in declaration order.
+
+    Named sections are reported as ``peer:NAME``; a required parameter has no default.
+    """
+    for section_type in SECTIONS + NAMED_SECTIONS:
+        section = section_type.SECTION
+        if section_type in NAMED_SECTIONS:
+            section += ":NAME"
         for f in fields(section_type):
+            if "kind" not in f.metadata:
+                continue
             default = f.default if f.default is not MISSING else None
             yield SchemaEntry(
-                section_type.SECTION, f.name, f.metadata["kind"], default, f.metadata["why"]
+                section,
+                f.name,
+                f.metadata["kind"],
+                default,
+                f.metadata["why"],
+                bool(f.metadata.get("required")),
             )
 
 
@@ -384,32 +411,48 @@ def parse_config_text(text: str, path: str = "<config>") -> Config:
     lines = _line_numbers(text)
     problems: list[str] = []
     known = {section_type.SECTION: section_type for section_type in SECTIONS}
+    named = {section_type.SECTION: section_type for section_type in NAMED_SECTIONS}
+    expected = [f"[{name}]" for name in known] + [f"[{name}:NAME]" for name in named]
     values: dict[str, Any] = {}
     for section in parser.sections():
         where = f"{path}:{lines.get((section, None), '?')}"
-        section_type = known.get(section)
-        if section_type is None:
+        prefix, colon, name = section.partition(":")
+        section_type = named.get(prefix) if colon else known.get(section)
+        if section_type is None or (colon and not re.fullmatch(r"[A-Za-z0-9_.-]+", name)):
             problems.append(
                 f"{where}: [{section}]: unknown section{_suggest(section, known)}; "
-                f"expected one of {', '.join('[' + name + ']' for name in known)}"
+                f"expected one of {', '.join(expected)}"
             )
             continue
-        values[section] = _read_section(parser[section], section_type, path, lines, problems)
+        value = _read_section(parser[section], section_type, section, path, lines, problems)
+        if colon:
+            values.setdefault(section_type.CONFIG_FIELD, []).append(value)
+        else:
+            values[section] = value
     if problems:
         raise ConfigError(problems)
+    for key, value in values.items():
+        if isinstance(value, list):
+            values[key] = tuple(value)
     return Config(path=path, **values)
 
 
 def _read_section(
     raw: Mapping[str, str],
     section_type: Callable[..., Any],
+    section: str,
     path: str,
     lines: Mapping[tuple[str, str | None], int],
     problems: list[str],
 ) -> Any:
-    section = section_type.SECTION  # type: ignore[attr-defined]
-    declared = {f.name: f for f in fields(section_type)}  # type: ignore[arg-type]
-    kwargs = {}
+    declared = {
+        f.name: f
+        for f in fields(section_type)  # type: ignore[arg-type]
+        if "kind" in f.metadata
+    }
+    kwargs: dict[str, Any] = {}
+    if ":" in section:
+        kwargs["name"] = section.partition(":")[2]
     for key, raw_value in raw.items():
         where = f"{path}:{lines.get((section, key), '?')}"
         declared_field = declared.get(key)
@@ -427,6 +470,17 @@ def _read_section(
             kwargs[key] = kind.parse(value)
         except ValueError as err:
             problems.append(f"{where}: [{section}] {key} = {value}: expected {err}")
+    missing = [
+        name
+        for name, declared_field in declared.items()
+        if declared_field.metadata.get("required") and name not in raw
+    ]
+    for name in missing:
+        kind = declared[name].metadata["kind"]
+        where = f"{path}:{lines.get((section, None), '?')}"
+        problems.append(f"{where}: [{section}] {name}: missing; expected {kind.expected}")
+    if missing or problems:
+        return None
     return section_type(**kwargs)
 
 
