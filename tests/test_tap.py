@@ -90,6 +90,19 @@ def test_foreground_run_starts_and_stops_on_sigterm(tmp_path: Path) -> None:
     assert "Traceback" not in daemon.log_text()
 
 
+def wait_for_daemon(pidfile: Path, logfile: Path, timeout: float = 30) -> int:
+    """The daemon's pid once its pid file is written and its log says it started."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = pidfile.read_text().strip() if pidfile.exists() else ""
+        started = logfile.exists() and "b2bua started" in logfile.read_text()
+        if text.isdigit() and started:
+            return int(text)
+        time.sleep(0.05)
+    log = logfile.read_text() if logfile.exists() else "(no log file)"
+    raise AssertionError(f"daemon did not start within {timeout}s:\n{log}")
+
+
 def test_daemon_mode_writes_pidfile_and_logfile(tmp_path: Path) -> None:
     """Without -n, twistd detaches, writes the pid file and log file, and SIGTERM ends it."""
     config = lab_config(tmp_path)
@@ -105,12 +118,7 @@ def test_daemon_mode_writes_pidfile_and_logfile(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     pidfile, logfile = tmp_path / "b2bua.pid", tmp_path / "b2bua.log"
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and not (
-        pidfile.exists() and logfile.exists() and "b2bua started" in logfile.read_text()
-    ):
-        time.sleep(0.05)
-    pid = int(pidfile.read_text())
+    pid = wait_for_daemon(pidfile, logfile)
     try:
         assert "b2bua started" in logfile.read_text()
     finally:
