@@ -165,13 +165,13 @@ def test_idle_connection_is_closed_after_the_timeout() -> None:
 def test_send_reuses_an_inbound_connection() -> None:
     """A message to an address with an open connection is written on it, without connecting."""
     table, _, connects = stream_table(Clock())
-    connection, transport = connected(table)
+    _, transport = connected(table)
     table.send("tcp", "127.0.0.1", 40000, b"hello")
     assert transport.value() == b"hello" and connects == []
 
 
 def test_send_without_connection_connects_and_flushes_on_connect() -> None:
-    """A message to a new address opens one connection; data queued meanwhile is written once connected."""
+    """A message to a new address opens one connection; queued data is written once connected."""
     table, _, connects = stream_table(Clock())
     first = table.send("tcp", "127.0.0.1", 5080, b"one")
     second = table.send("tcp", "127.0.0.1", 5080, b"two")
