@@ -279,6 +279,11 @@ class SipSettings:
     max_message_size: int = param(
         Integer(1024, 1048576), 65536, "larger SIP messages are refused (bytes)"
     )
+    tcp_idle_timeout: float = param(
+        Number(1.0, 86400.0),
+        600.0,
+        "TCP/TLS connections without traffic this long are closed (s)",
+    )
     tls_certificate: str = param(
         ReadableFile(), "", "PEM certificate chain presented on tls: listeners"
     )

@@ -16,6 +16,10 @@ from twisted.python import usage
 
 from b2bua import logs
 from b2bua.config import Config, ConfigError, load_config
+from b2bua.sip.endpoint import SipEndpoint
+from b2bua.sip.service import SipService
+from b2bua.timers.driver import WheelDriver
+from b2bua.timers.wheel import TimerWheel
 
 log = logs.logger(__name__)
 
@@ -61,6 +65,9 @@ class B2buaService(MultiService):
     instead of a traceback.
     """
 
+    timers: WheelDriver
+    endpoint: SipEndpoint
+
     def startService(self) -> None:
         try:
             super().startService()
@@ -73,7 +80,9 @@ class B2buaService(MultiService):
 
     def stopService(self) -> Any:
         log.info("b2bua stopping")
-        return super().stopService()
+        stopped = super().stopService()
+        self.timers.stop()
+        return stopped
 
 
 def _describe(err: BaseException) -> str:
@@ -82,11 +91,19 @@ def _describe(err: BaseException) -> str:
 
 
 def build_service(config: Config, reactor: Any) -> B2buaService:
-    """The service tree for `config`, on `reactor` (tests pass a fake one)."""
+    """The service tree for `config`, on `reactor` (tests pass a fake one).
+
+    One timer wheel serves the whole process (transactions, calls, charging), driven by
+    one reactor timer.
+    """
     logs.set_level(config.log.level)
     root = B2buaService()
     root.setName("b2bua")
-    del reactor  # children that need it are added by the subsystems' issues
+    timers = WheelDriver(TimerWheel(), reactor)
+    root.timers = timers
+    endpoint = SipEndpoint(config.sip, reactor, timers)
+    SipService(endpoint).setServiceParent(root)
+    root.endpoint = endpoint
     return root
 
 

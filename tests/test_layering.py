@@ -15,6 +15,8 @@ GLUE = {
     "sip/transport.py",
     "sip/endpoint.py",
     "sip/service.py",
+    "sip/tls.py",
+    "diameter/tls.py",
     "diameter/protocol.py",
     "diameter/service.py",
     "charging/controller.py",

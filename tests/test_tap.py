@@ -51,13 +51,11 @@ def test_misspelt_key_stops_start_up_before_anything_happens(tmp_path: Path) -> 
         cwd=tmp_path,
     )
     assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert lines == [
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(
         f"{config}:3: [sip] max_mesage_size: unknown key (did you mean 'max_message_size'?); "
-        "[sip] knows "
-        "listen, t1, t2, t4, max_message_size, tls_certificate, tls_private_key, "
-        "tls_ca_certificates, tls_require_client_certificate"
-    ]
+        "[sip] knows listen, t1, "
+    )
     assert not (tmp_path / "b2bua.pid").exists()
     assert not (tmp_path / "b2bua.log").exists()
 
@@ -128,3 +126,18 @@ def test_daemon_mode_writes_pidfile_and_logfile(tmp_path: Path) -> None:
         time.sleep(0.05)
     assert not pidfile.exists(), "twistd removes its pid file on a clean stop"
     assert REPO.exists()
+
+
+def test_port_in_use_stops_start_up_with_one_line_and_status_1(tmp_path: Path) -> None:
+    """A SIP port already bound by someone else ends start-up: one critical line, exit 1."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        config = write_config(tmp_path, f"[sip]\nlisten = udp:127.0.0.1:{port}\n")
+        result = twistd("-n", "--pidfile=", "b2bua", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    critical = [line for line in result.stdout.splitlines() if "#critical]" in line]
+    assert len(critical) == 1 and f"Couldn't listen on 127.0.0.1:{port}" in critical[0]
+    assert "Traceback" not in result.stdout + result.stderr
