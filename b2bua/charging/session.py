@@ -299,6 +299,8 @@ class RoSession:
         "_ended_at",
         "_failover",
         "_final",
+        "_grant_size",
+        "_grant_start",
         "_killed",
         "_next_number",
         "_opened",
@@ -339,6 +341,8 @@ class RoSession:
         self._auth_expiry_at: float | None = None
         self._reported = 0
         self._budget = 0
+        self._grant_start = 0  # talk seconds at which the current grant started counting
+        self._grant_size = 0
         self._final = False
         self._validity_end: float | None = None
         self._buffer = self._config.timer_buffer
@@ -509,12 +513,17 @@ class RoSession:
         """When the next CCR-U is due in Open state.
 
         Non-final grant: ``buffer`` seconds before the grant, clamped to the Validity-Time,
-        runs out (at once if the grant is smaller than the buffer). Validity-Time alone
-        (RFC 4006 §8.33): re-authorize at expiry even if units remain.
+        runs out, but never before half of the current grant is used. Kamailio sends the
+        update at once when the grant is smaller than the buffer; an OCS that hands out
+        slices smaller than the buffer (6 s grants, the default buffer of 8) then gets a
+        CCR-U reporting 0 s after every answer, forever. Half the grant still leaves the
+        OCS that half to answer in. Validity-Time alone (RFC 4006 §8.33): re-authorize at
+        expiry even if units remain.
         """
         due: float | None = None
         if not self._final and self._answered_at is not None:
-            due = self._answered_at + self._budget - self._buffer
+            earliest = self._grant_start + self._grant_size / 2
+            due = self._answered_at + max(self._budget - self._buffer, earliest)
         if self._validity_end is not None:
             at = self._validity_end - (0 if self._final else self._buffer)
             due = at if due is None else min(due, at)
@@ -585,6 +594,8 @@ class RoSession:
         """Apply a successful CCA's grant; returns the seconds granted."""
         granted = max(0, answer.granted_seconds or 0)
         self._budget = max(self._budget, reported_after + granted)
+        self._grant_start = reported_after
+        self._grant_size = granted
         self._final = answer.final_unit_action is not None or granted == 0
         validity = answer.validity_time
         self._validity_end = now + validity if validity is not None and validity > 0 else None

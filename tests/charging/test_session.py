@@ -210,12 +210,28 @@ def test_new_grant_counts_from_the_report() -> None:
     assert session.next_deadline() == 44.0
 
 
-def test_grant_smaller_than_the_buffer_updates_at_once() -> None:
-    """A 5 s grant with an 8 s buffer sends the CCR-U as soon as the call is answered."""
-    session = opened(grant=5, answered_at=None)
-    update = ccr(session.on_call_answered(3.0))
+def test_grant_smaller_than_the_buffer_updates_halfway_through_it() -> None:
+    """A 6 s grant with an 8 s buffer sends the CCR-U when 3 s of it are used, not at once."""
+    session = opened(grant=6, answered_at=None)
+    assert of(session.on_call_answered(3.0), SendCcr) == []
+    assert session.next_deadline() == 6.0
+    update = ccr(session.on_timer(6.0))
     assert update.request_type is CCR_U
-    assert update.used_seconds == 0
+    assert update.used_seconds == 3
+
+
+def test_small_grants_do_not_cause_an_update_storm() -> None:
+    """An OCS granting 5 s slices (buffer 8) gets a CCR-U every 2 s or more of talk, never 0 s."""
+    session = opened(grant=5)
+    now, updates = 0.0, []
+    while now < 20.0:
+        due = session.next_deadline()
+        assert due is not None and due > now
+        now = due
+        update = ccr(session.on_timer(now))
+        updates.append(update.used_seconds)
+        session.on_answer(now, ok(5))
+    assert len(updates) <= 10 and all(used is not None and used >= 2 for used in updates)
 
 
 def test_time_quota_threshold_replaces_the_buffer_for_the_session() -> None:
