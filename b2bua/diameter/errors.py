@@ -57,3 +57,53 @@ class DecodeError(DiameterError):
 
     def __repr__(self) -> str:
         return f"DecodeError({self.result_code}, {str(self)!r})"
+
+
+if TYPE_CHECKING:
+    from b2bua.diameter.message import Message
+
+
+class RequestFailed(DiameterError):
+    """A request sent with ``DiameterService.send_request`` got no usable answer.
+
+    ``peer`` is the name of the last ``[peer:NAME]`` the request went to, and ``host``
+    that peer's Origin-Host (None when it never left), so that the caller can retry
+    elsewhere with ``exclude={peer}``.
+    """
+
+    def __init__(self, message: str, *, peer: str | None = None, host: str | None = None) -> None:
+        super().__init__(message)
+        self.peer = peer
+        self.host = host
+
+
+class RequestTimeout(RequestFailed):
+    """RFC 4006 Tx expired before an answer arrived (section 13)."""
+
+
+class NoPeerAvailable(RequestFailed):
+    """No open, watchdog-OKAY peer serves the destination (or the forced peer is down)."""
+
+
+class PeerDown(RequestFailed):
+    """The connection carrying the request was lost and no alternate peer could take it."""
+
+
+class InvalidAnswer(RequestFailed):
+    """The answer failed decoding or dictionary checks; ``error`` says why.
+
+    ``answer`` is the decoded message when only the dictionary check failed.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error: DecodeError,
+        answer: Message | None = None,
+        peer: str | None = None,
+        host: str | None = None,
+    ) -> None:
+        super().__init__(message, peer=peer, host=host)
+        self.error = error
+        self.answer = answer

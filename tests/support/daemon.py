@@ -72,3 +72,18 @@ class Daemon:
                 self.process.wait()
         self._log.close()
         return self.process.returncode
+
+
+def start_plugin(plugin: str, config: Path, *, log_path: Path) -> Daemon:
+    """A foreground ``twistd -n PLUGIN --config FILE`` (e.g. ``ocs``), as a `Daemon`."""
+    daemon = Daemon.__new__(Daemon)
+    daemon.log_path = log_path
+    daemon._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
+    daemon.process = subprocess.Popen(
+        [TWISTD, "-n", "--pidfile=", plugin, "--config", str(config)],
+        cwd=REPO,
+        stdout=daemon._log,
+        stderr=subprocess.STDOUT,
+        env=_env(),
+    )
+    return daemon
