@@ -1241,6 +1241,8 @@ def _read_section(
             value = value[1:-1]
         kind: Kind = declared_field.metadata["kind"]
         try:
+            if isinstance(kind, ReadableFile | WritableFile) and value:
+                value = os.path.join(os.path.dirname(path), os.path.expanduser(value))
             kwargs[key] = kind.parse(value)
         except ValueError as err:
             problems.append(f"{where}: [{section}] {key} = {value}: expected {err}")

@@ -16,6 +16,8 @@ from twisted.python import usage
 
 from b2bua import logs
 from b2bua.config import Config, ConfigError, load_config
+from b2bua.diameter.service import DiameterService, make_diameter_service, validate_diameter
+from b2bua.ocs.server import make_ocs_service
 from b2bua.sip.endpoint import SipEndpoint
 from b2bua.sip.service import SipService
 from b2bua.timers.driver import WheelDriver
@@ -48,6 +50,9 @@ class Options(usage.Options):
         """Validate the configuration now, so that nothing binds with a bad file."""
         try:
             self.config = load_config(self["config"])
+            problems = validate_diameter(self.config)
+            if problems:
+                raise ConfigError(problems)
         except ConfigError as err:
             for line in err.problems:
                 sys.stderr.write(line + "\n")
@@ -67,6 +72,7 @@ class B2buaService(MultiService):
 
     timers: WheelDriver
     endpoint: SipEndpoint
+    diameter: DiameterService | None
 
     def startService(self) -> None:
         try:
@@ -101,6 +107,12 @@ def build_service(config: Config, reactor: Any) -> B2buaService:
     root.setName("b2bua")
     timers = WheelDriver(TimerWheel(), reactor)
     root.timers = timers
+    if config.ocs.enabled:
+        make_ocs_service(config, reactor, timers).setServiceParent(root)
+    root.diameter = None
+    if config.peers:
+        root.diameter = make_diameter_service(config, reactor, timers)
+        root.diameter.setServiceParent(root)
     endpoint = SipEndpoint(config.sip, reactor, timers)
     SipService(endpoint).setServiceParent(root)
     root.endpoint = endpoint

@@ -306,11 +306,11 @@ def test_ocs_mistakes_are_reported(line: str, expected: str) -> None:
 
 
 def test_shipped_ocs_config_validates(monkeypatch: pytest.MonkeyPatch) -> None:
-    """conf/ocs.conf holds a valid [ocs] with the demo accounts and a ledger."""
-    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # its paths are relative
+    """conf/ocs.conf holds a valid [ocs] with the demo accounts and a ledger beside it."""
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
     config = load_config("conf/ocs.conf")
     assert config.ocs.accounts == "conf/accounts.json"
-    assert config.ocs.ledger == "ocs-ledger.jsonl"
+    assert config.ocs.ledger == "conf/ocs-ledger.jsonl"
 
 
 # -- [diameter] and [peer:NAME] -------------------------------------------------------------
@@ -471,3 +471,11 @@ def test_route_section_refuses_bad_values(line: str, expected: str) -> None:
     (problem,) = problems_of(f"[route:x]\n{line}\n")
     assert problem.startswith(f"conf/test.conf:2: [route:x] {line.partition(' =')[0]} = ")
     assert expected in problem
+
+
+def test_relative_paths_are_taken_from_the_config_files_directory(tmp_path) -> None:
+    """A relative path in a value is resolved against the directory of the configuration file."""
+    (tmp_path / "cert.pem").write_text("x")
+    config_file = tmp_path / "b2bua.conf"
+    config_file.write_text("[sip]\ntls_certificate = cert.pem\n")
+    assert load_config(str(config_file)).sip.tls_certificate == str(tmp_path / "cert.pem")

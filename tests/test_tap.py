@@ -141,3 +141,25 @@ def test_port_in_use_stops_start_up_with_one_line_and_status_1(tmp_path: Path) -
     critical = [line for line in result.stdout.splitlines() if "#critical]" in line]
     assert len(critical) == 1 and f"Couldn't listen on 127.0.0.1:{port}" in critical[0]
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_lab_setup_runs_the_ocs_in_process_and_connects_to_it(tmp_path: Path) -> None:
+    """With [ocs] enabled and a peer pointing at it, the daemon opens its own Diameter link."""
+    sip, diameter = free_port(), free_port()
+    accounts = REPO / "conf/accounts.json"
+    config = write_config(
+        tmp_path,
+        f"[sip]\nlisten = udp:127.0.0.1:{sip}\n"
+        "[diameter]\norigin_host = b2bua.test\norigin_realm = test\nreconnect_interval = 1\n"
+        f"[peer:ocs]\nuri = aaa://127.0.0.1:{diameter}\nhost = ocs.test\n"
+        f"[ocs]\nenabled = yes\nlisten = aaa://127.0.0.1:{diameter}\n"
+        f"origin_host = ocs.test\norigin_realm = test\naccounts = {accounts}\n",
+    )
+    daemon = Daemon(config, log_path=tmp_path / "out.log")
+    try:
+        daemon.wait_for_log("Diameter peer ocs open")
+    finally:
+        status = daemon.stop()
+    assert status == -signal.SIGTERM, daemon.log_text()
+    assert "DPR/DPA" in daemon.log_text()
+    assert "Traceback" not in daemon.log_text()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from b2bua.diameter.message import MessageFramer
 from tests.diameter import factories
-from tests.support.daemon import start_plugin, twistd
+from tests.support.daemon import REPO, start_plugin, twistd
 from tests.support.ports import free_port
 
 
@@ -71,7 +71,7 @@ def test_runs_answers_a_cer_and_stops_on_sigterm(tmp_path: Path) -> None:
     config = write(
         tmp_path,
         "ocs.conf",
-        f"[ocs]\nlisten = aaa://127.0.0.1:{port}\naccounts = conf/accounts.json\n",
+        f"[ocs]\nlisten = aaa://127.0.0.1:{port}\naccounts = {REPO / 'conf/accounts.json'}\n",
     )
     daemon = start_plugin("ocs", config, log_path=tmp_path / "out.log")
     try:
