@@ -9,13 +9,22 @@ children start in dependency order and stop in reverse.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
-from twisted.application.service import IService, MultiService
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
 from twisted.python import usage
 
 from b2bua import logs
+from b2bua.call.callmap import CallMap, make_call_service
+from b2bua.charging.controller import ChargingController
+from b2bua.charging.engine import ChargingEngine, RoIdentity
 from b2bua.config import Config, ConfigError, load_config
+from b2bua.diameter.dictionary import APP_CREDIT_CONTROL, CMD_ABORT_SESSION, CMD_RE_AUTH
+from b2bua.diameter.message import Message
 from b2bua.diameter.service import DiameterService, make_diameter_service, validate_diameter
 from b2bua.ocs.server import make_ocs_service
 from b2bua.sip.endpoint import SipEndpoint
@@ -73,6 +82,9 @@ class B2buaService(MultiService):
     timers: WheelDriver
     endpoint: SipEndpoint
     diameter: DiameterService | None
+    clock: IReactorTime
+    calls: CallMap
+    charging: ChargingEngine | None
 
     def startService(self) -> None:
         try:
@@ -84,11 +96,34 @@ class B2buaService(MultiService):
             raise SystemExit(EXIT_START_FAILED) from None
         log.info("b2bua started ({children})", children=", ".join(self.namedServices) or "-")
 
-    def stopService(self) -> Any:
+    def stopService(self) -> Deferred[None]:
+        """Stop children one at a time, last started first.
+
+        MultiService would stop them all at once; the order matters here: the calls end
+        (BYE both legs, CCR-T) while SIP can still send, the CCR-Ts are answered before
+        Diameter says DPR, and the in-process OCS goes last.
+        """
         log.info("b2bua stopping")
-        stopped = super().stopService()
+        return ensureDeferred(self._stop_in_order())
+
+    async def _stop_in_order(self) -> None:
+        Service.stopService(self)
+        for child in reversed(list(self)):
+            if child is self.diameter:
+                await self._wait_for_answers()
+            try:
+                await maybeDeferred(child.stopService)
+            except Exception:  # stop boundary: one child's failure must not stop the rest
+                log.failure("stopping {name} failed", name=child.name)
         self.timers.stop()
-        return stopped
+
+    async def _wait_for_answers(self) -> None:
+        """Give requests in flight (the last CCR-Ts) up to Tx to be answered."""
+        diameter = self.diameter
+        assert diameter is not None
+        deadline = self.clock.seconds() + diameter.settings.tx_timeout
+        while diameter.pending_count and self.clock.seconds() < deadline:
+            await deferLater(self.clock, 0.05, lambda: None)
 
 
 def _describe(err: BaseException) -> str:
@@ -105,6 +140,7 @@ def build_service(config: Config, reactor: Any) -> B2buaService:
     logs.set_level(config.log.level)
     root = B2buaService()
     root.setName("b2bua")
+    root.clock = reactor
     timers = WheelDriver(TimerWheel(), reactor)
     root.timers = timers
     if config.ocs.enabled:
@@ -116,7 +152,47 @@ def build_service(config: Config, reactor: Any) -> B2buaService:
     endpoint = SipEndpoint(config.sip, reactor, timers)
     SipService(endpoint).setServiceParent(root)
     root.endpoint = endpoint
+    calls = make_call_service(config, endpoint, timers)
+    calls.setServiceParent(root)
+    root.calls = calls.callmap
+    root.charging = None
+    if root.diameter is not None:
+        root.charging = charging_engine(config, root.diameter, calls.callmap, timers, reactor)
     return root
+
+
+def charging_engine(
+    config: Config, diameter: DiameterService, callmap: CallMap, timers: WheelDriver, clock: Any
+) -> ChargingEngine:
+    """The Ro charging engine, joined to the call map and to the Diameter client."""
+    controller = ChargingController(callmap, config.charging.ro_settings(), clock)
+    identity = RoIdentity(
+        diameter.origin_host,
+        diameter.origin_realm,
+        diameter.destination_realm,
+        diameter.destination_host or None,
+    )
+    engine = ChargingEngine(
+        client=diameter,
+        calls=controller,
+        driver=timers,
+        identity=identity,
+        config=config.charging.charging_config(),
+        single_ro_session_per_dialog=bool(config.charging.single_ro_session_per_dialog),
+    )
+    controller.engine = engine
+    for command, handler in (
+        (CMD_RE_AUTH, engine.handle_rar),
+        (CMD_ABORT_SESSION, engine.handle_asr),
+    ):
+        diameter.register_handler(APP_CREDIT_CONTROL, command, _ignore_peer(handler))
+    callmap.add_observer(controller)
+    return engine
+
+
+def _ignore_peer(handler: Callable[[Message], Message]) -> Callable[[Message, str], Message]:
+    """The engine answers RAR/ASR by Session-Id alone; the service also names the peer."""
+    return lambda request, peer: handler(request)
 
 
 def makeService(options: Options) -> IService:
