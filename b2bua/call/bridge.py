@@ -1175,7 +1175,7 @@ class Bridge:
         if success and method == "INVITE":
             far.unacked.add(out.request.cseq.seq)
             self._expect_ack(origin.side, origin, relayed, now, far_cseq=out.request.cseq.seq)
-        if success and method in TARGET_REFRESH_METHODS:
+        if success and method in TARGET_REFRESH_METHODS and self.call.answered:
             self._arm_session_timer(Side.A, now)
             self._arm_session_timer(Side.B, now)
             self._media_update(origin.side, origin.request.body)
@@ -1258,7 +1258,7 @@ class Bridge:
     def _session_timer(self, side: Side, now: float) -> None:
         leg = self.leg(side)
         timer = leg.timer
-        if timer is None or self.call.end_reason is not None:
+        if timer is None or self.call.end_reason is not None or not self.call.answered:
             return
         if timer.refresher is Refresher.THEM or leg.refresh_failed:
             self._end(EndReason.SESSION_TIMER, now)

@@ -353,8 +353,11 @@ class CallMap:
         source = server.source
         self.stats.calls_received += 1
         key = (invite.call_id, invite.from_tag or "")
-        if key in self._by_initial:
-            server.respond(make_response(invite, 482, to_tag=new_tag()))  # §8.2.2.2 merged
+        earlier = self._by_initial.get(key)
+        if earlier is not None and earlier.call.invite.cseq.seq == invite.cseq.seq:
+            # §8.2.2.2: the same request by another path (a new CSeq is a retry, e.g. after
+            # a 401/407/422, and makes a new call).
+            server.respond(make_response(invite, 482, to_tag=new_tag()))
             return
         refusal = screen_invite(invite, self.config)
         if refusal is not None:

@@ -520,6 +520,21 @@ def test_reinvite_from_b_is_relayed_to_a() -> None:
     assert run.acks[-1].side is Side.A and "2xx:B" not in run.timers
 
 
+def test_update_in_the_early_dialog_goes_to_the_ringing_fork() -> None:
+    """RFC 3311 before the answer: A's UPDATE reaches the fork that rang last."""
+    run = Run()
+    run.run(run.bridge.admit(0.0))
+    invite = run.last("INVITE")
+    run.reply(invite, 183, tag="fork9", body=SDP_B)
+    server = run.from_a("UPDATE", 2, body=SDP_A)
+    update = run.last("UPDATE")
+    assert update.request.to_tag == "fork9" and update.request.body == SDP_A
+    run.reply(update, 200, tag="fork9", body=SDP_B)
+    assert server.statuses == [200]
+    assert not any(name.startswith("st:") for name in run.timers)
+    assert run.state() is CallState.EARLY
+
+
 def test_glare_gets_491() -> None:
     """A second re-INVITE while one is in progress is refused with 491."""
     run = Run()

@@ -560,3 +560,12 @@ def test_a_request_the_endpoint_cannot_send_is_a_transport_failure() -> None:
     world.send(invite())
     assert statuses(world.take(SBC)) == [100, 503]
     assert len(world.callmap) == 0
+
+
+def test_a_retry_with_a_new_cseq_is_a_new_call() -> None:
+    """Same Call-ID and From tag but a higher CSeq (a retry after 422/407): not a loop."""
+    world = World()
+    world.send(invite())
+    world.send(invite(branch="z9hG4bK-retry").replace(b"CSeq: 1 INVITE", b"CSeq: 2 INVITE"))
+    assert 482 not in statuses(world.take(SBC))
+    assert len(world.callmap) == 2

@@ -5,79 +5,22 @@ end by themselves, and checks their exit status and b2bua's log.  The capture ch
 reads SIPp's message logs (``-trace_msg``): no Call-ID, tag, Via branch or Contact of one
 leg may appear in any message of the other.
 
-b2bua runs as ``twistd b2bua`` when the plugin builds the call service; until then (and
-whenever this file is run as a script) it runs from :func:`serve`, which builds the same
-service tree as the plugin plus :func:`~b2bua.call.callmap.make_call_service`.
+b2bua runs as the operator runs it: ``twistd -n b2bua --config FILE``.
 """
 
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.daemon import REPO, Daemon, _env
+from tests.support.daemon import Daemon
 from tests.support.ports import free_port
 from tests.support.sipp import Sipp, run_until_done
 
 pytestmark = pytest.mark.integration
-
-HERE = Path(__file__).resolve()
-
-
-def serve(config_path: str) -> None:  # pragma: no cover - runs in the child process
-    """Run b2bua with the call service on the real reactor until SIGTERM (test helper)."""
-    from twisted.internet import task
-    from twisted.internet.defer import Deferred
-    from twisted.logger import globalLogBeginner, textFileLogObserver
-
-    from b2bua.call.callmap import make_call_service
-    from b2bua.config import load_config
-    from b2bua.tap import build_service
-
-    def main(reactor: object) -> Deferred[None]:
-        globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])
-        config = load_config(config_path)
-        root = build_service(config, reactor)
-        if "calls" not in root.namedServices:
-            make_call_service(config, root.endpoint, root.timers).setServiceParent(root)
-        root.startService()
-        done: Deferred[None] = Deferred()
-        reactor.addSystemEventTrigger("before", "shutdown", root.stopService)  # type: ignore[attr-defined]
-        return done
-
-    task.react(main)
-
-
-def plugin_runs_calls() -> bool:
-    """Whether ``twistd b2bua`` already builds the call service (tap.py wiring done)."""
-    from twisted.internet.task import Clock
-
-    from b2bua.config import parse_config_text
-    from b2bua.tap import build_service
-
-    root = build_service(parse_config_text(""), Clock())
-    return "calls" in root.namedServices
-
-
-def start_b2bua(config: Path, log_path: Path) -> Daemon:
-    if plugin_runs_calls():
-        return Daemon(config, log_path=log_path)
-    daemon = Daemon.__new__(Daemon)
-    daemon.log_path = log_path
-    daemon._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
-    daemon.process = subprocess.Popen(
-        [sys.executable, str(HERE), str(config)],
-        cwd=REPO,
-        stdout=daemon._log,
-        stderr=subprocess.STDOUT,
-        env=_env(),
-    )
-    return daemon
 
 
 class Lab:
@@ -99,7 +42,7 @@ class Lab:
             f"[calls]\n{calls}\n"
             f"[route:callee]\nnext_hop = 127.0.0.1:{self.callee_port}\n"
         )
-        self.daemon = start_b2bua(config, self.dir / "b2bua.log")
+        self.daemon = Daemon(config, log_path=self.dir / "b2bua.log")
         self.daemon.wait_for_log("b2bua started")
         return self.daemon
 
@@ -294,7 +237,3 @@ def test_untrusted_caller_gets_403(lab: Lab) -> None:
     passed(caller)
     assert "refused INVITE from untrusted 127.0.0.1" in lab.log()
     assert "call " not in lab.log().split("refused INVITE", 1)[1]
-
-
-if __name__ == "__main__":  # pragma: no cover - the b2bua process of these tests
-    serve(sys.argv[1])
