@@ -39,6 +39,7 @@ __all__ = [
     "DiameterUri",
     "ListenAddress",
     "LogSettings",
+    "ManholeSettings",
     "OcsSettings",
     "PeerSettings",
     "Rates",
@@ -1065,6 +1066,137 @@ class RouteSettings:
     )
 
 
+@dataclass(frozen=True)
+class MetricsSettings:
+    """[metrics]: the Prometheus /metrics HTTP endpoint."""
+
+    SECTION: ClassVar[str] = "metrics"
+
+    listen: str = param(
+        Text(
+            r"tcp6?:(port=)?\d{1,5}(:(interface|backlog)=[^:\s]+)*|unix:[^:\s]+(:[a-z]+=[^:\s]+)*",
+            "a Twisted server endpoint: tcp:PORT[:interface=ADDRESS] or unix:PATH",
+        ),
+        "tcp:9090:interface=127.0.0.1",
+        "where Prometheus scrapes /metrics (a Twisted endpoint string); empty: off",
+    )
+
+
+@dataclass(frozen=True)
+class CdrSettings:
+    """[cdr]: call detail records, one JSON line per finished call."""
+
+    SECTION: ClassVar[str] = "cdr"
+
+    file: str = param(
+        WritableFile(), "", "JSON-lines file one record per ended call is appended to; empty: off"
+    )
+    max_bytes: int = param(
+        Integer(0, 2**62), 0, "rotate the file when a record would make it larger; 0: never"
+    )
+    keep: int = param(Integer(0, 1000), 5, "rotated files kept (FILE.1 is the newest)")
+
+
+# -- [manhole]: the operator's telnet console --
+
+_ENDPOINT_RE = re.compile(
+    r"(tcp6?):(?:port=)?(\d{1,5})((?::(?:interface|backlog)=(?:\\:|[^:\s\\])+)*)"
+)
+
+
+def _endpoint_options(raw: str) -> dict[str, str] | None:
+    """``{"port": ..., "interface": ...}`` of a ``tcp:`` endpoint string (``\\:`` unescaped)."""
+    match = _ENDPOINT_RE.fullmatch(raw)
+    if match is None:
+        return None
+    options = {"port": match.group(2)}
+    for item in re.split(r"(?<!\\):", match.group(3)):
+        if item:
+            key, _, value = item.partition("=")
+            options[key] = value.replace("\\:", ":")
+    return options
+
+
+@dataclass(frozen=True)
+class ServerEndpoint(Kind):
+    """A Twisted TCP server endpoint string, ``tcp:PORT[:interface=ADDRESS]``; empty: none."""
+
+    @property
+    def expected(self) -> str:
+        return (
+            "a Twisted server endpoint tcp:PORT[:interface=ADDRESS][:backlog=N] "
+            "(tcp6 for IPv6, colons escaped as \\:), e.g. tcp:2323:interface=127.0.0.1"
+        )
+
+    def parse(self, raw: str) -> str:
+        if not raw:
+            return raw
+        options = _endpoint_options(raw)
+        if options is None or not 0 < int(options["port"]) < 65536:
+            raise ValueError(self.expected)
+        if "interface" in options:
+            try:
+                ipaddress.ip_address(options["interface"])
+            except ValueError:
+                raise ValueError(f"{self.expected}; interface must be an IP address") from None
+        if "backlog" in options and not options["backlog"].isdigit():
+            raise ValueError(f"{self.expected}; backlog must be a number")
+        return raw
+
+
+def endpoint_is_loopback(listen: str) -> bool:
+    """True when a valid ``tcp:`` endpoint string binds a loopback address only."""
+    options = _endpoint_options(listen)
+    interface = options.get("interface") if options is not None else None
+    return interface is not None and ipaddress.ip_address(interface).is_loopback
+
+
+@dataclass(frozen=True)
+class PasswdFile(ReadableFile):
+    """A readable file of ``user:$pbkdf2-sha256$...`` lines (``python -m b2bua.ops.passwd``)."""
+
+    @property
+    def expected(self) -> str:
+        return "the path of a readable passwd file of user:hash lines"
+
+    def parse(self, raw: str) -> str:
+        from b2bua.ops.passwd import PasswdError, read_passwd
+
+        if not raw:
+            return raw
+        try:
+            read_passwd(raw)
+        except PasswdError as err:
+            raise ValueError(f"{self.expected} ({err})") from None
+        return raw
+
+
+@dataclass(frozen=True)
+class ManholeSettings:
+    """[manhole]: the operator's telnet console (a Python prompt with helpers)."""
+
+    SECTION: ClassVar[str] = "manhole"
+
+    listen: str = param(
+        ServerEndpoint(),
+        "",
+        "where the telnet console listens (a Twisted endpoint string); empty: no console",
+    )
+    passwd: str = param(
+        PasswdFile(),
+        "",
+        "file of user:hash lines who may log in (python -m b2bua.ops.passwd USER)",
+    )
+
+    def cross_problems(self) -> list[tuple[str, str]]:
+        """(key, what is wrong) for combinations of values that cannot work."""
+        if not self.listen or self.passwd:
+            return []
+        if not endpoint_is_loopback(self.listen):
+            return [("listen", "a console on a non-loopback address needs [manhole] passwd")]
+        return [("listen", "the console always asks for a password: set [manhole] passwd")]
+
+
 # Sections that appear once, and named sections ([peer:NAME]) that may appear many times.
 # A named section type has `name` as its first field and its Config field holds a tuple.
 SECTIONS: tuple[Any, ...] = (
@@ -1074,6 +1206,9 @@ SECTIONS: tuple[Any, ...] = (
     OcsSettings,
     ChargingSettings,
     CallSettings,
+    MetricsSettings,
+    CdrSettings,
+    ManholeSettings,
 )
 NAMED_SECTIONS: tuple[Any, ...] = (PeerSettings, RouteSettings)
 
@@ -1091,6 +1226,9 @@ class Config:
     charging: ChargingSettings = field(default_factory=ChargingSettings)
     calls: CallSettings = field(default_factory=CallSettings)
     routes: tuple[RouteSettings, ...] = ()
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    cdr: CdrSettings = field(default_factory=CdrSettings)
+    manhole: ManholeSettings = field(default_factory=ManholeSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -1257,7 +1395,11 @@ def _read_section(
         problems.append(f"{where}: [{section}] {name}: missing; expected {kind.expected}")
     if missing or problems:
         return None
-    return section_type(**kwargs)
+    value = section_type(**kwargs)
+    for key, message in getattr(value, "cross_problems", list)():
+        where = f"{path}:{lines.get((section, key), lines.get((section, None), '?'))}"
+        problems.append(f"{where}: [{section}] {key} = {raw.get(key, '')}: {message}")
+    return value
 
 
 def _suggest(word: str, candidates: Mapping[str, object] | list[str]) -> str:

@@ -27,6 +27,10 @@ from b2bua.diameter.dictionary import APP_CREDIT_CONTROL, CMD_ABORT_SESSION, CMD
 from b2bua.diameter.message import Message
 from b2bua.diameter.service import DiameterService, make_diameter_service, validate_diameter
 from b2bua.ocs.server import make_ocs_service
+from b2bua.ops.cdr import CdrFile, CdrWriter, engine_lookup
+from b2bua.ops.manhole import ManholeService, make_manhole_service
+from b2bua.ops.metrics import MetricsService, Sources, collect
+from b2bua.ops.reload import SighupService, reload_config
 from b2bua.sip.endpoint import SipEndpoint
 from b2bua.sip.service import SipService
 from b2bua.timers.driver import WheelDriver
@@ -85,6 +89,10 @@ class B2buaService(MultiService):
     clock: IReactorTime
     calls: CallMap
     charging: ChargingEngine | None
+    metrics: MetricsService | None
+    cdr: CdrWriter | None
+    config: Config
+    manhole: ManholeService | None
 
     def startService(self) -> None:
         try:
@@ -140,6 +148,7 @@ def build_service(config: Config, reactor: Any) -> B2buaService:
     logs.set_level(config.log.level)
     root = B2buaService()
     root.setName("b2bua")
+    root.config = config
     root.clock = reactor
     timers = WheelDriver(TimerWheel(), reactor)
     root.timers = timers
@@ -158,6 +167,23 @@ def build_service(config: Config, reactor: Any) -> B2buaService:
     root.charging = None
     if root.diameter is not None:
         root.charging = charging_engine(config, root.diameter, calls.callmap, timers, reactor)
+    root.cdr = None
+    if config.cdr.file:
+        # Observes after the charging controller: the CCR-Ts have left when it writes.
+        output = CdrFile(config.cdr.file, max_bytes=config.cdr.max_bytes, keep=config.cdr.keep)
+        lookup = engine_lookup(root.charging) if root.charging is not None else None
+        root.cdr = CdrWriter(output, lookup)
+        calls.callmap.add_observer(root.cdr)
+    root.metrics = None
+    if config.metrics.listen:
+        sources = Sources(calls.callmap, endpoint, root.diameter, root.charging)
+        root.metrics = MetricsService(config.metrics.listen, lambda: collect(sources), reactor)
+        root.metrics.setName("metrics")
+        root.metrics.setServiceParent(root)
+    root.manhole = None
+    if config.manhole.listen:
+        root.manhole = make_manhole_service(root, reactor, lambda: reload_config(root))
+        root.manhole.setServiceParent(root)
     return root
 
 
@@ -199,4 +225,6 @@ def makeService(options: Options) -> IService:
     """twistd entry point."""
     from twisted.internet import reactor
 
-    return build_service(options.config, reactor)
+    root = build_service(options.config, reactor)
+    SighupService(root, reactor).setServiceParent(root)
+    return root

@@ -479,3 +479,93 @@ def test_relative_paths_are_taken_from_the_config_files_directory(tmp_path) -> N
     config_file = tmp_path / "b2bua.conf"
     config_file.write_text("[sip]\ntls_certificate = cert.pem\n")
     assert load_config(str(config_file)).sip.tls_certificate == str(tmp_path / "cert.pem")
+
+
+def test_metrics_and_cdr_defaults_and_values(tmp_path) -> None:
+    """[metrics] listens on loopback 9090 by default; [cdr] is off until a file is named."""
+    config = parse_config_text("", "x.conf")
+    assert config.metrics.listen == "tcp:9090:interface=127.0.0.1"
+    assert (config.cdr.file, config.cdr.max_bytes, config.cdr.keep) == ("", 0, 5)
+    config_file = tmp_path / "b2bua.conf"
+    config_file.write_text(
+        "[metrics]\nlisten =\n[cdr]\nfile = cdr.jsonl\nmax_bytes = 1000000\nkeep = 2\n"
+    )
+    config = load_config(str(config_file))
+    assert config.metrics.listen == ""
+    assert config.cdr.file == str(tmp_path / "cdr.jsonl")
+    assert (config.cdr.max_bytes, config.cdr.keep) == (1000000, 2)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[metrics]\nlisten = http://0.0.0.0:9090\n", "Twisted server endpoint"),
+        ("[cdr]\nfile = /nonexistent-dir/cdr.jsonl\n", "writable file"),
+        ("[cdr]\nmax_bytes = -1\n", "an integer from 0"),
+        ("[cdr]\nkeep = many\n", "an integer from 0 to 1000"),
+    ],
+)
+def test_metrics_and_cdr_refuse_bad_values(text: str, expected: str) -> None:
+    """A listen value that is no endpoint string, an unwritable CDR file, bad numbers."""
+    (problem,) = problems_of(text)
+    assert expected in problem
+
+
+def _manhole_passwd(tmp_path: Path) -> Path:
+    from b2bua.ops.passwd import hash_password
+
+    path = tmp_path / "manhole.passwd"
+    path.write_text(f"alice:{hash_password('pw', iterations=1000)}\n")
+    return path
+
+
+def test_manhole_is_off_by_default_and_takes_an_endpoint_and_a_passwd_file(tmp_path) -> None:
+    """[manhole] defaults to no console; listen and a relative passwd path are read."""
+    assert parse_config_text("").manhole.listen == ""
+    _manhole_passwd(tmp_path)
+    config_file = tmp_path / "b2bua.conf"
+    config_file.write_text(
+        "[manhole]\nlisten = tcp6:2323:interface=\\:\\:1\npasswd = manhole.passwd\n"
+    )
+    config = load_config(str(config_file))
+    assert config.manhole.listen == "tcp6:2323:interface=\\:\\:1"
+    assert config.manhole.passwd == str(tmp_path / "manhole.passwd")
+
+
+def test_manhole_on_a_public_address_without_passwd_is_one_line() -> None:
+    """Binding every address (or a non-loopback one) without a passwd file is refused."""
+    for listen in ("tcp:2323", "tcp:2323:interface=192.0.2.7"):
+        assert problems_of(f"[manhole]\nlisten = {listen}\n") == [
+            f"conf/test.conf:2: [manhole] listen = {listen}: "
+            "a console on a non-loopback address needs [manhole] passwd"
+        ]
+    (problem,) = problems_of("[manhole]\nlisten = tcp:2323:interface=127.0.0.1\n")
+    assert "always asks for a password: set [manhole] passwd" in problem
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("listen = telnet:2323", "a Twisted server endpoint tcp:PORT"),
+        ("listen = tcp:70000", "a Twisted server endpoint tcp:PORT"),
+        ("listen = tcp:2323:interface=localhost", "interface must be an IP address"),
+        ("passwd = /nonexistent/manhole.passwd", "readable passwd file"),
+    ],
+)
+def test_manhole_refuses_bad_values(line: str, expected: str) -> None:
+    """A listen value that is no TCP endpoint string, or a passwd file that cannot be read."""
+    (problem,) = problems_of(f"[manhole]\n{line}\n")
+    assert problem.startswith("conf/test.conf:2: [manhole] ") and expected in problem
+
+
+def test_manhole_passwd_with_a_plain_text_password_is_refused(tmp_path) -> None:
+    """A passwd line that is not user:$pbkdf2-sha256$... names the line."""
+    (tmp_path / "manhole.passwd").write_text("alice:hunter2\n")
+    config_file = tmp_path / "b2bua.conf"
+    config_file.write_text(
+        "[manhole]\nlisten = tcp:2323:interface=127.0.0.1\npasswd = manhole.passwd\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(str(config_file))
+    (problem,) = info.value.problems
+    assert "[manhole] passwd" in problem and "line 1: the hash of 'alice'" in problem

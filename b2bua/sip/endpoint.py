@@ -20,6 +20,7 @@ table's earliest deadline.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -203,6 +204,13 @@ class _CancelListener:
         pass
 
 
+#: Methods counted by name in EndpointStats.requests_by_method (a bounded label set).
+_COUNTED_METHODS = frozenset(
+    {"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "UPDATE", "INFO"}
+    | {"SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PUBLISH"}
+)
+
+
 @dataclass(slots=True)
 class EndpointStats:
     """What the endpoint received, answered and refused."""
@@ -214,6 +222,13 @@ class EndpointStats:
     dropped_messages: int = 0
     stray_responses: int = 0
     transport: TransportStats = field(default_factory=TransportStats)
+    # By method (unknown methods count as OTHER) and by status code; retransmissions included.
+    requests_by_method: Counter[str] = field(default_factory=Counter)
+    responses_received_by_status: Counter[int] = field(default_factory=Counter)
+    responses_sent_by_status: Counter[int] = field(default_factory=Counter)
+
+    def count_request(self, method: str) -> None:
+        self.requests_by_method[method if method in _COUNTED_METHODS else "OTHER"] += 1
 
 
 class SipEndpoint:
@@ -349,6 +364,7 @@ class SipEndpoint:
 
     def _request_received(self, request: Request, source: Source) -> None:
         self.stats.requests_received += 1
+        self.stats.count_request(request.method)
         try:
             validate_request(request)
             stamp_via(request, source.host, source.port)
@@ -407,14 +423,28 @@ class SipEndpoint:
             self.tu.cancel_received(handle, cancel)
 
     def _reject(self, request: Request, source: Source, error: SipParseError) -> None:
-        """Answer a request we refuse, statelessly (§8.2: 400 with a Warning saying why)."""
+        """Answer a request we refuse, statelessly (§8.2: 400 with a Warning saying why).
+
+        Like any request, its top Via is stamped first (§18.2.1, RFC 3581), so the answer
+        goes where the packet came from; one whose top Via does not parse is answered to
+        the packet's source address, and one without any Via is dropped.
+        """
+        fallback: tuple[str, int] | None = None
+        try:
+            stamp_via(request, source.host, source.port)
+        except SipParseError:
+            if request.headers.get("via") is None:
+                self.stats.dropped_messages += 1
+                log.debug("dropped {method} without Via", method=request.method)
+                return
+            fallback = (source.host, source.port)
         response = make_response(request, error.status_hint)
         warning = error.reason.replace('"', "'")
         response.headers.add("Warning", f'399 b2bua "{warning}"')
         for name, value in error.headers:
             response.headers.add(name, value)
         self.stats.rejected_requests += 1
-        self._send_response(response, source)
+        self._send_response(response, source, fallback)
         log.debug(
             "rejected {method} from {host}: {status} {reason}",
             method=request.method,
@@ -427,6 +457,7 @@ class SipEndpoint:
 
     def _response_received(self, response: Response, source: Source) -> None:
         self.stats.responses_received += 1
+        self.stats.responses_received_by_status[response.status] += 1
         try:
             validate_response(response)
         except SipParseError as err:
@@ -489,13 +520,16 @@ class SipEndpoint:
         via = Via(transport.upper(), host, port, {"branch": new_branch(), "rport": None})
         request.headers.insert_top("Via", via)
 
-    def _send_response(self, response: Response, source: Source) -> None:
+    def _send_response(
+        self, response: Response, source: Source, address: tuple[str, int] | None = None
+    ) -> None:
         data = response.serialize()
+        self.stats.responses_sent_by_status[response.status] += 1
         connection = source.connection
         if connection is not None and connection.transport is not None and connection.connected:
             connection.write(data)
             return
-        host, port = response_address(response.top_via, None)
+        host, port = address or response_address(response.top_via, None)
         self._send_to(data, source.transport, host, port)
 
     def _send_to(self, data: bytes, transport: str, host: str, port: int) -> None:

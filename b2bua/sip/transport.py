@@ -102,7 +102,9 @@ class SipDatagramProtocol(DatagramProtocol):
         assert self.transport is not None
         try:
             self.transport.write(data, (host, port))
-        except OSError as err:  # e.g. EHOSTUNREACH or EMSGSIZE: the transaction will time out
+        # OSError: e.g. EHOSTUNREACH or EMSGSIZE; ValueError (InvalidAddressError): a host
+        # name (a Via maddr) or an address of the other IP family. The transaction times out.
+        except (OSError, ValueError) as err:
             self._stats.send_failures += 1
             log.warn("UDP send to {host}:{port} failed: {error}", host=host, port=port, error=err)
 

@@ -188,3 +188,15 @@ def test_lost_connection_is_forgotten() -> None:
     connection.connectionLost()
     table.send("tcp", "127.0.0.1", 40000, b"x")
     assert connects == [("tcp", "127.0.0.1", 40000)]
+
+
+def test_udp_send_to_a_host_name_is_counted_not_raised() -> None:
+    """Twisted's UDP write refuses host names (a Via maddr) with ValueError: counted, not raised."""
+    from twisted.internet import udp
+    from twisted.internet.protocol import DatagramProtocol
+
+    protocol, _, stats = datagram_protocol()
+    protocol.transport = udp.Port(0, DatagramProtocol(), reactor=Clock())  # never bound
+    protocol.send(b"SIP/2.0 200 OK\r\n\r\n", "sbc.example.com", 5060)
+    protocol.send(b"SIP/2.0 200 OK\r\n\r\n", "2001:db8::1", 5060)
+    assert stats.send_failures == 2
