@@ -193,8 +193,7 @@ def shared(redis_server: RedisServer, tmp_path: Path) -> Iterator[SharedOcs]:
         yield SharedOcs(redis_server, prefix, (started[0], started[1]), budget)
     finally:
         for ocs in started:  # SIGTERM both first, so they stop in parallel
-            if ocs.daemon.process.poll() is None:
-                ocs.daemon.process.terminate()
+            ocs.daemon.terminate()
         for ocs in started:
             ocs.daemon.stop(timeout=5)
     for ocs in started:

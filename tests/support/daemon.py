@@ -34,13 +34,14 @@ def _env() -> dict[str, str]:
 
 
 class Daemon:
-    """A foreground ``twistd -n b2bua`` process whose log lines a test can wait for."""
+    """A foreground ``twistd -n PLUGIN`` process (b2bua by default) whose log a test can read."""
 
-    def __init__(self, config: Path, *, log_path: Path) -> None:
+    def __init__(self, config: Path, *, log_path: Path, plugin: str = "b2bua") -> None:
         self.log_path = log_path
+        self._terminated = False
         self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [TWISTD, "-n", "--pidfile=", "b2bua", "--config", str(config)],
+            [TWISTD, "-n", "--pidfile=", plugin, "--config", str(config)],
             cwd=REPO,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -61,10 +62,16 @@ class Daemon:
             time.sleep(0.05)
         raise AssertionError(f"{needle!r} not logged within {timeout}s:\n{self.log_text()}")
 
-    def stop(self, timeout: float = 15) -> int:
-        """SIGTERM the daemon and return its exit status."""
-        if self.process.poll() is None:
+    def terminate(self) -> None:
+        """Send SIGTERM once; a second one while twistd shuts down only makes it complain."""
+        if not self._terminated and self.process.poll() is None:
+            self._terminated = True
             self.process.terminate()
+
+    def stop(self, timeout: float = 15) -> int:
+        """SIGTERM the daemon (once) and return its exit status."""
+        if self.process.poll() is None:
+            self.terminate()
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -76,14 +83,4 @@ class Daemon:
 
 def start_plugin(plugin: str, config: Path, *, log_path: Path) -> Daemon:
     """A foreground ``twistd -n PLUGIN --config FILE`` (e.g. ``ocs``), as a `Daemon`."""
-    daemon = Daemon.__new__(Daemon)
-    daemon.log_path = log_path
-    daemon._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
-    daemon.process = subprocess.Popen(
-        [TWISTD, "-n", "--pidfile=", plugin, "--config", str(config)],
-        cwd=REPO,
-        stdout=daemon._log,
-        stderr=subprocess.STDOUT,
-        env=_env(),
-    )
-    return daemon
+    return Daemon(config, log_path=log_path, plugin=plugin)
