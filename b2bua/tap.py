@@ -26,6 +26,7 @@ from b2bua.config import Config, ConfigError, load_config
 from b2bua.diameter.dictionary import APP_CREDIT_CONTROL, CMD_ABORT_SESSION, CMD_RE_AUTH
 from b2bua.diameter.message import Message
 from b2bua.diameter.service import DiameterService, make_diameter_service, validate_diameter
+from b2bua.ocs.operator import late_namespace
 from b2bua.ocs.server import make_ocs_service
 from b2bua.ops.cdr import CdrFile, CdrWriter, engine_lookup
 from b2bua.ops.manhole import ManholeService, make_manhole_service
@@ -152,8 +153,10 @@ def build_service(config: Config, reactor: Any) -> B2buaService:
     root.clock = reactor
     timers = WheelDriver(TimerWheel(), reactor)
     root.timers = timers
+    ocs = None
     if config.ocs.enabled:
-        make_ocs_service(config, reactor, timers).setServiceParent(root)
+        ocs = make_ocs_service(config, reactor, timers)
+        ocs.setServiceParent(root)
     root.diameter = None
     if config.peers:
         root.diameter = make_diameter_service(config, reactor, timers)
@@ -183,6 +186,8 @@ def build_service(config: Config, reactor: Any) -> B2buaService:
     root.manhole = None
     if config.manhole.listen:
         root.manhole = make_manhole_service(root, reactor, lambda: reload_config(root))
+        if ocs is not None:  # the in-process lab OCS: top_up(), show(), ... in the console
+            root.manhole.namespace.update(late_namespace(lambda: ocs.operator))
         root.manhole.setServiceParent(root)
     return root
 

@@ -15,7 +15,7 @@ RAA Result-Code, or why the RAR got no answer.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -231,14 +231,38 @@ class Operator:
 
     def namespace(self) -> dict[str, Any]:
         """Names for a manhole: ``ocs`` (this object) and its actions as functions."""
-        return {
-            "ocs": self,
-            "top_up": self.top_up,
-            "set_balance": self.set_balance,
-            "show": self.show,
-            "sessions": self.sessions,
-            "reauth": self.reauth,
-            "abort": self.abort,
-            "create_account": self.create_account,
-            "subscribers": self.subscribers,
-        }
+        return {"ocs": self} | {name: getattr(self, name) for name in OPERATOR_ACTIONS}
+
+
+#: The operator actions a console offers, by name.
+OPERATOR_ACTIONS = (
+    "top_up",
+    "set_balance",
+    "show",
+    "sessions",
+    "reauth",
+    "abort",
+    "create_account",
+    "subscribers",
+)
+
+
+def late_namespace(operator: Callable[[], Operator | None]) -> dict[str, Any]:
+    """Console names for an operator that exists only once the OCS service has started.
+
+    Each name looks the operator up when it is called, so a console built before the
+    OCS starts (its namespace is fixed at construction) still reaches it.
+    """
+
+    def action(name: str) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            current = operator()
+            if current is None:
+                raise RuntimeError("the OCS is not running")
+            return getattr(current, name)(*args, **kwargs)
+
+        call.__name__ = name
+        call.__doc__ = getattr(Operator, name).__doc__
+        return call
+
+    return {name: action(name) for name in OPERATOR_ACTIONS}

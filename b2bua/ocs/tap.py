@@ -19,7 +19,10 @@ from twisted.python import usage
 from b2bua import logs
 from b2bua.config import Config, ConfigError, load_config
 from b2bua.ocs.accounts import Account, AccountsFileError, load_accounts
+from b2bua.ocs.operator import late_namespace
 from b2bua.ocs.server import OcsService, make_ocs_service
+from b2bua.ops.manhole import ManholeService, PasswdChecker
+from b2bua.ops.passwd import read_passwd
 from b2bua.timers.driver import WheelDriver
 from b2bua.timers.wheel import TimerWheel
 
@@ -111,6 +114,11 @@ def build_service(options: Options, reactor: Any) -> OcsRoot:
     root.setName("ocs")
     ocs: OcsService = make_ocs_service(config, reactor, driver, accounts=options.accounts)
     ocs.setServiceParent(root)
+    if config.manhole.listen:  # the operator's console: top_up(), show(), reauth(), ...
+        namespace: dict[str, object] = {"ocs": ocs}
+        namespace.update(late_namespace(lambda: ocs.operator))
+        checker = PasswdChecker(read_passwd(config.manhole.passwd))
+        ManholeService(config.manhole.listen, checker, namespace, reactor).setServiceParent(root)
     return root
 
 

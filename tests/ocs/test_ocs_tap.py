@@ -109,3 +109,31 @@ def test_port_in_use_ends_start_up_with_one_line(tmp_path: Path) -> None:
     assert daemon.process.returncode == 1
     assert "cannot start" in daemon.log_text()
     assert "Traceback" not in daemon.log_text()
+
+
+def test_operator_console_tops_up_and_shows_an_account(tmp_path: Path) -> None:
+    """`twistd ocs` with [manhole]: an operator logs in, tops up +15550100 and sees 75 + 25."""
+    from b2bua.ops.passwd import hash_password
+    from tests.support.telnet import TelnetClient
+
+    port, console = free_port(), free_port()
+    (tmp_path / "console.passwd").write_text(f"ops:{hash_password('s3cret', iterations=1000)}\n")
+    config = write(
+        tmp_path,
+        "ocs.conf",
+        f"[ocs]\nlisten = aaa://127.0.0.1:{port}\naccounts = {REPO / 'conf/accounts.json'}\n"
+        f"[manhole]\nlisten = tcp:{console}:interface=127.0.0.1\npasswd = console.passwd\n",
+    )
+    daemon = start_plugin("ocs", config, log_path=tmp_path / "out.log")
+    try:
+        daemon.wait_for_log("manhole listening on")
+        with TelnetClient("127.0.0.1", console) as client:
+            client.login("ops", "s3cret")
+            topped = client.run('top_up("+15550100", 25)')
+            shown = client.run('show("+15550100")')
+        assert "BalanceChange(subscriber='15550100', kind='seconds', balance=100" in topped
+        assert "balances={'seconds': 100" in shown, shown
+    finally:
+        daemon.stop()
+    assert "Traceback" not in daemon.log_text()
+    assert "s3cret" not in daemon.log_text()
