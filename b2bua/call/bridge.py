@@ -382,8 +382,14 @@ def _safe_uri(addr: NameAddr) -> object:
 def answer_out_of_dialog(request: Request, config: BridgeConfig) -> Response:
     """OPTIONS: 200 with what we support (SBC keepalives); other methods: 405 with Allow.
 
-    MESSAGE out of a dialog is not handled yet (405).
+    A Require with an option tag we do not support gets 420 first (§8.2.2.3, RFC 4475
+    §3.3.5). MESSAGE out of a dialog is not handled yet (405).
     """
+    try:
+        validate_request(request, supported=config.supported)
+    except SipParseError as err:
+        if err.status_hint == 420:
+            return _reject(request, 420, *err.headers)
     if request.method == "OPTIONS":
         response = make_response(request, 200, to_tag=new_tag())
         response.headers.add("Allow", ALLOW)

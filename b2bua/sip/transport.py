@@ -20,7 +20,13 @@ from typing import Any
 from typing import Protocol as TypingProtocol
 
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
-from twisted.internet.protocol import DatagramProtocol, Factory, Protocol, connectionDone
+from twisted.internet.protocol import (
+    ClientFactory,
+    DatagramProtocol,
+    Factory,
+    Protocol,
+    connectionDone,
+)
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
@@ -223,8 +229,11 @@ class ConnectionTable:
                 connection.transport.loseConnection()
 
 
-class _OneShotFactory(StreamFactory):
-    """Hands a pre-built connection to one connector, and forgets it if connecting fails."""
+class _OneShotFactory(StreamFactory, ClientFactory):
+    """Hands a pre-built connection to one connector, and forgets it if connecting fails.
+
+    A client factory: the reactor's connectors call ``startedConnecting`` on it.
+    """
 
     def __init__(
         self, connection: StreamConnection, table: ConnectionTable, key: tuple[str, str, int]

@@ -263,3 +263,63 @@ def test_exception_in_the_tu_does_not_escape() -> None:
 
     _, protocol, _, _ = endpoint(Broken())
     protocol.datagramReceived(request(), SBC)  # must not raise
+
+
+# ------------------------------------------- rejections go where the request came from
+
+
+def test_rejected_request_is_answered_to_its_source_with_received_and_rport() -> None:
+    """§18.2.1/RFC 3581 hold for refused requests too: 400 to the packet's source port."""
+    _, protocol, udp, _ = endpoint()
+    bad = request("OPTIONS", cseq_method="INVITE").replace(
+        b"127.0.0.1:5070;branch", b"sbc.example.com;branch"
+    )
+    protocol.datagramReceived(bad, ("127.0.0.1", 40123))
+    ((_, addr),) = udp.sent
+    assert addr == ("127.0.0.1", 40123)
+    (response,) = udp.messages()
+    assert isinstance(response, Response) and response.status == 400
+    assert (response.top_via.received, response.top_via.rport) == ("127.0.0.1", 40123)
+
+
+def test_rejected_request_without_rport_goes_to_the_source_address_and_via_port() -> None:
+    """Without rport the 400 goes to the source address (received) and the sent-by port."""
+    _, protocol, udp, _ = endpoint()
+    bad = request("OPTIONS", cseq_method="INVITE").replace(
+        b"127.0.0.1:5070;branch=z9hG4bK-1;rport", b"192.0.2.9:5070;branch=z9hG4bK-1"
+    )
+    protocol.datagramReceived(bad, ("127.0.0.1", 40123))
+    assert [addr for _, addr in udp.sent] == [("127.0.0.1", 5070)]
+
+
+def test_partly_parsed_request_is_answered_to_its_source() -> None:
+    """A request the parser could only partly read (bad Content-Length) gets 400 back to it."""
+    ep, protocol, udp, _ = endpoint()
+    bad = (
+        request()
+        .replace(b"127.0.0.1:5070", b"sbc.example.com")
+        .replace(b"Content-Length: 0", b"Content-Length: -1")
+    )
+    protocol.datagramReceived(bad, ("127.0.0.1", 40123))
+    assert [addr for _, addr in udp.sent] == [("127.0.0.1", 40123)]
+    assert [m.status for m in udp.messages()] == [400]
+    assert ep.stats.rejected_requests == 1
+
+
+def test_request_with_an_unparsable_via_gets_400_at_its_source() -> None:
+    """RFC 4475 badinv01: a top Via that does not parse; 400 to the packet's source, no error."""
+    ep, protocol, udp, _ = endpoint()
+    bad = request().replace(b"127.0.0.1:5070;branch=z9hG4bK-1;rport", b"192.0.2.15;;,;,,")
+    protocol.datagramReceived(bad, ("127.0.0.1", 40123))
+    assert [addr for _, addr in udp.sent] == [("127.0.0.1", 40123)]
+    (response,) = udp.messages()
+    assert isinstance(response, Response) and response.status == 400
+    assert ep.stats.rejected_requests == 1
+
+
+def test_request_without_via_is_dropped_quietly() -> None:
+    """A request with no Via at all cannot be answered: dropped and counted, nothing raised."""
+    ep, protocol, udp, _ = endpoint()
+    bad = request().replace(b"Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-1;rport\r\n", b"")
+    protocol.datagramReceived(bad, ("127.0.0.1", 40123))
+    assert udp.sent == [] and ep.stats.dropped_messages == 1 and ep.stats.rejected_requests == 0

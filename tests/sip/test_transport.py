@@ -200,3 +200,32 @@ def test_udp_send_to_a_host_name_is_counted_not_raised() -> None:
     protocol.send(b"SIP/2.0 200 OK\r\n\r\n", "sbc.example.com", 5060)
     protocol.send(b"SIP/2.0 200 OK\r\n\r\n", "2001:db8::1", 5060)
     assert stats.send_failures == 2
+
+
+def test_send_opens_the_connection_through_a_real_connector() -> None:
+    """Twisted's connectors call startedConnecting on the factory: the first send survives it."""
+    from twisted.internet.base import BaseConnector
+
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 5080))
+
+    class Connector(BaseConnector):
+        def _makeTransport(self) -> StringTransport:  # type: ignore[override]
+            return transport
+
+        def getDestination(self) -> IPv4Address:
+            return IPv4Address("TCP", "127.0.0.1", 5080)
+
+    clock = Clock()
+    connectors: list[Connector] = []
+
+    def connect(transport_name: str, host: str, port: int, factory: StreamFactory) -> None:
+        connector = Connector(factory, None, clock)  # type: ignore[arg-type]
+        connectors.append(connector)
+        connector.connect()
+
+    table, _, _ = stream_table(clock)
+    table.connect = connect
+    connection = table.send("tcp", "127.0.0.1", 5080, b"INVITE")
+    connection.makeConnection(transport)
+    assert transport.value() == b"INVITE"
+    assert table.connections[("tcp", "127.0.0.1", 5080)] is connection

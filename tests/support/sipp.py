@@ -139,3 +139,19 @@ def run_until_done(*sipps: Sipp, timeout: float = 60) -> list[int]:
     for sipp in sipps:
         statuses.append(sipp.wait(max(1.0, deadline - time.monotonic())))
     return statuses
+
+
+def sipp_supports_tls() -> bool:
+    """Whether this SIPp was built with OpenSSL (its version line lists TLS); Debian's is not."""
+    try:
+        out = subprocess.run(
+            [sipp_binary(), "-v"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (AssertionError, OSError, subprocess.TimeoutExpired):
+        return False
+    return "TLS" in out.stdout + out.stderr
+
+
+def stat(sipp: Sipp, name: str) -> int:
+    """A cumulative counter of SIPp's statistics file, e.g. ``stat(s, "SuccessfulCall")``."""
+    return int(sipp.stats().get(f"{name}(C)", "0") or 0)
