@@ -714,11 +714,14 @@ def _parse_folded_fields(lines: list[str]) -> list[_Field]:
 def _parse_head(head: bytes) -> tuple[Request | Response, int | None]:
     """Parse start line + header fields; return the message and its Content-Length."""
     lines = head.decode("utf-8", "surrogateescape").split("\r\n")
-    msg = _parse_start_line(lines[0])
     try:
-        fields = _parse_fields(lines)
-    except _Folded:
-        fields = _parse_folded_fields(lines)
+        msg = _parse_start_line(lines[0])
+    except SipParseError as err:
+        # A request whose Request-Line is malformed (RFC 4475 §3.1.2.8-§3.1.2.10) still
+        # gets its 400 when its header fields can route one (§8.2): hand them over.
+        err.message = _partial_request(lines)
+        raise
+    fields = _fields(lines)
     msg.headers = Headers._wrap(fields)
     msg.body = b""
     cls = [f[2] for f in fields if f[0] == "content-length"]
@@ -732,6 +735,32 @@ def _parse_head(head: bytes) -> tuple[Request | Response, int | None]:
         # RFC 4475 §3.1.2.3: negative or non-numeric Content-Length.
         raise SipParseError("bad Content-Length", 400, message=msg)
     return msg, int(raw_cl)
+
+
+def _fields(lines: list[str]) -> list[_Field]:
+    try:
+        return _parse_fields(lines)
+    except _Folded:
+        return _parse_folded_fields(lines)
+
+
+def _partial_request(lines: list[str]) -> Request | None:
+    """The header fields of a request with a bad Request-Line, to answer it; else None."""
+    method = lines[0].split(" ", 1)[0]
+    if not _TOKEN_RE.fullmatch(method) or method.upper().startswith("SIP/"):
+        return None
+    try:
+        fields = _fields(lines)
+    except SipParseError:
+        return None
+    req = Request.__new__(Request)
+    req.version = SIP_VERSION
+    req.method = method
+    req._uri = "sip:invalid"
+    req._ruri = None
+    req.headers = Headers._wrap(fields)
+    req.body = b""
+    return req
 
 
 def _unfold(lines: list[str]) -> list[str]:

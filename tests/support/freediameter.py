@@ -174,12 +174,14 @@ def freediameter_binary() -> str:
     return path
 
 
-# freeDiameter 1.2.1 logs these three ERROR lines whenever a TLS peer closes after DPR/DPA
-# (its receiver thread sees the socket go): transport teardown, not a message problem.
+# freeDiameter 1.2.1 logs some of these ERROR lines whenever a TLS peer closes after
+# DPR/DPA (its receiver thread sees the socket go, or its own TLS close_notify races the
+# close): transport teardown, not a message problem.
 TLS_TEARDOWN = (
     "in 'ret' :\tResource temporarily unavailable",
     "gnutls_record_recv(session, data, sz)' :\tResource temporarily unavailable",
     "fd_tls_rcvthr_core(conn, conn->cc_tls_para.session))' :\tTransport endpoint",
+    "gnutls_bye(conn->cc_tls_para.session, GNUTLS_SHUT_WR)' :\tGnuTLS internal error",
 )
 
 # Log lines by which freeDiameter reports a message it could not parse, route or accept:
