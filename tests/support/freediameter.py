@@ -181,7 +181,8 @@ TLS_TEARDOWN = (
     "in 'ret' :\tResource temporarily unavailable",
     "gnutls_record_recv(session, data, sz)' :\tResource temporarily unavailable",
     "fd_tls_rcvthr_core(conn, conn->cc_tls_para.session))' :\tTransport endpoint",
-    "gnutls_bye(conn->cc_tls_para.session, GNUTLS_SHUT_WR)' :\tGnuTLS internal error",
+    # Any GnuTLS call failing as the connection goes: gnutls_bye, gnutls_record_recv...
+    "TLS ERROR: in 'gnutls_",
 )
 
 # Log lines by which freeDiameter reports a message it could not parse, route or accept:
