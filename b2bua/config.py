@@ -984,6 +984,11 @@ class CallSettings:
     retry_after: int = param(
         Integer(0, 86400), 10, "Retry-After of a 503 for a limit or a drain (s); 0: none"
     )
+    shutdown_grace: float = param(
+        Number(0.0, 86400.0),
+        0.0,
+        "on SIGTERM, calls in progress may go on this long before BYE + CCR-T (s)",
+    )
     max_call_duration: int = param(
         Integer(0, 604800), 43200, "answered calls are ended after this long (s); 0: no limit"
     )

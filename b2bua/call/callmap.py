@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 
 from b2bua import logs
@@ -688,12 +688,19 @@ class CallService(Service):
     name = "calls"
 
     def __init__(
-        self, callmap: CallMap, endpoint: Any, clock: IReactorTime, *, stop_timeout: float = 5.0
+        self,
+        callmap: CallMap,
+        endpoint: Any,
+        clock: IReactorTime,
+        *,
+        stop_timeout: float = 5.0,
+        grace: float = 0.0,
     ) -> None:
         self.callmap = callmap
         self.endpoint = endpoint
         self.clock = clock
         self.stop_timeout = stop_timeout
+        self.grace = grace
         endpoint.tu = callmap
 
     def startService(self) -> None:
@@ -702,37 +709,50 @@ class CallService(Service):
         super().startService()
 
     def stopService(self) -> Deferred[None]:
-        """Refuse new calls, end the calls in progress, wait (bounded) until they are gone."""
+        """Refuse new calls, let calls run for the grace period, end the rest, wait (bounded)."""
         super().stopService()
+        return ensureDeferred(self._shut_down())
+
+    async def _shut_down(self) -> None:
         callmap = self.callmap
-        done = callmap.drain()
+        done = callmap.drain()  # from now on new INVITEs get 503 with Retry-After
+        if self.grace > 0 and len(callmap):
+            log.info(
+                "shutdown: {count} call(s) may go on for up to {grace:g}s",
+                count=len(callmap),
+                grace=self.grace,
+            )
+            await self._within(done, self.grace)
         if len(callmap):
             log.info("ending {count} call(s) for shutdown", count=len(callmap))
             callmap.end_all(EndReason.SHUTDOWN)
+            await self._within(done, self.stop_timeout)
+        if len(callmap):
+            log.warn("{count} call(s) not finished at shutdown", count=len(callmap))
+
+    async def _within(self, done: Deferred[None], seconds: float) -> None:
+        """Wait until `done` fires, or `seconds` on the reactor clock, whichever is first.
+
+        The reactor clock, not the wheel: the root service stops the wheel after its
+        children, and a child must not wait on a wheel that is gone.
+        """
         if done.called:
-            return done
-        result: Deferred[None] = Deferred()
+            return
+        waiter: Deferred[None] = Deferred()
 
-        def finish(_: object = None) -> None:
-            if not result.called:
-                if len(callmap):
-                    log.warn("{count} call(s) not finished at shutdown", count=len(callmap))
-                result.callback(None)
+        def finish(_: object = None) -> object:
+            if not waiter.called:
+                waiter.callback(None)
+            return _
 
-        # One service-level guard on the reactor clock, not the wheel: the root service may
-        # stop the wheel while its children are still stopping.
-        guard = self.clock.callLater(self.stop_timeout, finish)
-
-        def drained(_: None) -> None:
-            if guard.active():
-                guard.cancel()
-            finish()
-
-        done.addCallback(drained)
-        return result
+        guard = self.clock.callLater(seconds, finish)
+        done.addBoth(finish)
+        await waiter
+        if guard.active():
+            guard.cancel()
 
 
 def make_call_service(config: Config, endpoint: Any, timers: WheelDriver) -> CallService:
     """The call layer for ``config`` on ``endpoint``: a CallService whose ``callmap`` is its TU."""
     callmap = CallMap(config.calls, config.routes, endpoint, timers, bridge_config(config))
-    return CallService(callmap, endpoint, endpoint.clock)
+    return CallService(callmap, endpoint, endpoint.clock, grace=config.calls.shutdown_grace)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +27,7 @@ class ChargedLab:
     """The daemon with its OCS on free ports, a callee, and helpers to read the ledger."""
 
     def __init__(
-        self, workdir: Path, accounts: list[dict[str, object]], charging: str = ""
+        self, workdir: Path, accounts: list[dict[str, object]], charging: str = "", calls: str = ""
     ) -> None:
         self.dir = workdir
         self.sip_port, self.callee_port, self.ocs_port = free_port(), free_port(), free_port()
@@ -34,7 +36,7 @@ class ChargedLab:
         config = workdir / "b2bua.conf"
         config.write_text(
             f"[sip]\nlisten = udp:127.0.0.1:{self.sip_port}\n"
-            "[calls]\ntrusted = 127.0.0.0/8\n"
+            f"[calls]\ntrusted = 127.0.0.0/8\n{calls}"
             f"[route:all]\nnext_hop = 127.0.0.1:{self.callee_port}\ncharging = orig\n"
             "[diameter]\norigin_host = b2bua.test\norigin_realm = test\n"
             "destination_realm = test\nreconnect_interval = 1\n"
@@ -94,8 +96,8 @@ class ChargedLab:
 def make_lab(tmp_path: Path) -> Iterator[object]:
     labs: list[ChargedLab] = []
 
-    def make(accounts: list[dict[str, object]], charging: str = "") -> ChargedLab:
-        lab = ChargedLab(tmp_path, accounts, charging)
+    def make(accounts: list[dict[str, object]], charging: str = "", calls: str = "") -> ChargedLab:
+        lab = ChargedLab(tmp_path, accounts, charging, calls)
         labs.append(lab)
         return lab
 
@@ -159,3 +161,43 @@ def test_an_unknown_caller_gets_403(make_lab) -> None:
     assert run_until_done(caller) == [0], caller.report()
     assert "INVITE" not in callee.messages()
     assert [(e["request_type"], e["result_code"]) for e in lab.entries()] == [("INITIAL", 5030)]
+
+
+def raw_invite(port: int, local_port: int) -> bytes:
+    return (
+        f"INVITE sip:15550199@127.0.0.1:{port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{local_port};branch=z9hG4bK-late;rport\r\n"
+        "From: <sip:+15550101@lab.example;user=phone>;tag=late\r\n"
+        f"To: <sip:15550199@127.0.0.1:{port}>\r\n"
+        "Call-ID: late-call@test\r\n"
+        "CSeq: 1 INVITE\r\n"
+        f"Contact: <sip:late@127.0.0.1:{local_port}>\r\n"
+        "Max-Forwards: 70\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def test_sigterm_refuses_new_calls_and_lets_calls_finish_within_the_grace(make_lab) -> None:
+    """SIGTERM with shutdown_grace 10: a new INVITE gets 503 + Retry-After, the call in
+    progress ends by its own BYE and is billed once, then the daemon exits."""
+    lab = make_lab([{"subscriber": "+15550101", "seconds": 600}], calls="shutdown_grace = 10\n")
+    callee = lab.callee()
+    caller = lab.caller("charged_uac.xml", "+15550101", hold_ms=3000)
+    lab.daemon.wait_for_log(": answered")
+    lab.daemon.terminate()
+    lab.daemon.wait_for_log("may go on for up to 10s")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(5)
+        sock.sendto(raw_invite(lab.sip_port, sock.getsockname()[1]), ("127.0.0.1", lab.sip_port))
+        answer = b""
+        while b"SIP/2.0 1" in answer[:10] or not answer:
+            answer = sock.recv(65536)
+    assert answer.startswith(b"SIP/2.0 503"), answer
+    assert b"\r\nRetry-After: 10" in answer
+    assert run_until_done(caller, callee, timeout=40) == [0, 0], caller.report() + callee.report()
+    assert lab.daemon.process.wait(20) == -signal.SIGTERM
+    log = lab.daemon.log_text()
+    assert "ended: caller hung up" in log and "for shutdown" not in log, log
+    lab.wait_for_terminations(1)
+    assert 3 <= lab.billed("15550101") <= 4
