@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from twisted.application.service import IService, MultiService, Service
+from twisted.application.service import IService, Service
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
@@ -23,6 +23,7 @@ from b2bua.call.callmap import CallMap, make_call_service
 from b2bua.charging.controller import ChargingController
 from b2bua.charging.engine import ChargingEngine, RoIdentity
 from b2bua.config import Config, ConfigError, load_config
+from b2bua.daemon import DaemonRoot, refuse_configuration
 from b2bua.diameter.dictionary import APP_CREDIT_CONTROL, CMD_ABORT_SESSION, CMD_RE_AUTH
 from b2bua.diameter.message import Message
 from b2bua.diameter.service import DiameterService, make_diameter_service, validate_diameter
@@ -38,9 +39,6 @@ from b2bua.timers.driver import WheelDriver
 from b2bua.timers.wheel import TimerWheel
 
 log = logs.logger(__name__)
-
-EXIT_CONFIG_ERROR = 2
-EXIT_START_FAILED = 1
 
 
 class Options(usage.Options):
@@ -68,21 +66,15 @@ class Options(usage.Options):
             if problems:
                 raise ConfigError(problems)
         except ConfigError as err:
-            for line in err.problems:
-                sys.stderr.write(line + "\n")
-            raise SystemExit(EXIT_CONFIG_ERROR) from None
+            refuse_configuration(err.problems)
         if self["check"]:
             sys.stdout.write(f"{self['config']}: configuration OK\n")
             raise SystemExit(0)
 
 
-class B2buaService(MultiService):
-    """The root service: starts children in order; a child that cannot start ends start-up.
-
-    MultiService already stops children in reverse order. A failure to start (a port in
-    use, an unreadable certificate) becomes one critical log line and exit status 1
-    instead of a traceback.
-    """
+class B2buaService(DaemonRoot):
+    """The root service: starts children in order; a child that cannot start ends start-up
+    (`DaemonRoot`); stops them one at a time in reverse order."""
 
     timers: WheelDriver
     endpoint: SipEndpoint
@@ -96,13 +88,7 @@ class B2buaService(MultiService):
     manhole: ManholeService | None
 
     def startService(self) -> None:
-        try:
-            super().startService()
-        except SystemExit:
-            raise
-        except Exception as err:  # start-up boundary: any failure ends the process cleanly
-            log.critical("cannot start: {error}", error=_describe(err))
-            raise SystemExit(EXIT_START_FAILED) from None
+        super().startService()
         log.info("b2bua started ({children})", children=", ".join(self.namedServices) or "-")
 
     def stopService(self) -> Deferred[None]:
@@ -133,11 +119,6 @@ class B2buaService(MultiService):
         deadline = self.clock.seconds() + diameter.settings.tx_timeout
         while diameter.pending_count and self.clock.seconds() < deadline:
             await deferLater(self.clock, 0.05, lambda: None)
-
-
-def _describe(err: BaseException) -> str:
-    text = str(err) or err.__class__.__name__
-    return text.replace("\n", " ")
 
 
 def build_service(config: Config, reactor: Any) -> B2buaService:

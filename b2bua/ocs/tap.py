@@ -13,11 +13,12 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from twisted.application.service import IService, MultiService
+from twisted.application.service import IService
 from twisted.python import usage
 
 from b2bua import logs
 from b2bua.config import Config, ConfigError, load_config
+from b2bua.daemon import DaemonRoot, refuse_configuration
 from b2bua.ocs.accounts import Account, AccountsFileError, load_accounts
 from b2bua.ocs.operator import late_namespace
 from b2bua.ocs.server import OcsService, make_ocs_service
@@ -27,9 +28,6 @@ from b2bua.timers.driver import WheelDriver
 from b2bua.timers.wheel import TimerWheel
 
 log = logs.logger(__name__)
-
-EXIT_CONFIG_ERROR = 2
-EXIT_START_FAILED = 1
 
 
 class Options(usage.Options):
@@ -58,12 +56,9 @@ class Options(usage.Options):
             path = self.config.ocs.accounts
             self.accounts = load_accounts(path) if path else []
         except ConfigError as err:
-            for line in err.problems:
-                sys.stderr.write(line + "\n")
-            raise SystemExit(EXIT_CONFIG_ERROR) from None
+            refuse_configuration(err.problems)
         except AccountsFileError as err:
-            sys.stderr.write(f"{self['config']}: [ocs] accounts: {err}\n")
-            raise SystemExit(EXIT_CONFIG_ERROR) from None
+            refuse_configuration([f"{self['config']}: [ocs] accounts: {err}"])
         if self["check"]:
             sys.stdout.write(
                 f"{self['config']}: configuration OK ({len(self.accounts)} accounts)\n"
@@ -71,12 +66,11 @@ class Options(usage.Options):
             raise SystemExit(0)
 
 
-class OcsRoot(MultiService):
+class OcsRoot(DaemonRoot):
     """The root service of ``twistd ocs``: the timer wheel's driver and the OCS.
 
-    A child that cannot start (the port in use) becomes one critical log line and exit
-    status 1 instead of a traceback. The wheel keeps running until the OCS has stopped
-    (its DPA waits are timers).
+    A child that cannot start ends start-up (`DaemonRoot`). The wheel keeps running until
+    the OCS has stopped (its DPA waits are timers).
     """
 
     def __init__(self, driver: WheelDriver) -> None:
@@ -85,13 +79,7 @@ class OcsRoot(MultiService):
 
     def startService(self) -> None:
         self.driver.start()
-        try:
-            super().startService()
-        except SystemExit:
-            raise
-        except Exception as err:  # start-up boundary: any failure ends the process cleanly
-            log.critical("cannot start: {error}", error=str(err).replace("\n", " ") or err)
-            raise SystemExit(EXIT_START_FAILED) from None
+        super().startService()
         log.info("ocs started")
 
     def stopService(self) -> Any:
