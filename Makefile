@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SOURCES := b2bua twisted tests $(wildcard bench)
 
-.PHONY: run test check lint typecheck unit man bench-micro clean
+.PHONY: run test check lint typecheck unit man bench-micro bench clean
 
 ## make run: install into $(VENV) and run the daemon in the foreground on conf/lab.conf
 run: $(VENV)/.installed
@@ -29,6 +29,11 @@ unit:
 ## make bench-micro: the pytest-benchmark microbenchmarks (parsers, codecs, timer wheel)
 bench-micro: $(VENV)/.installed-test
 	$(BIN)/pytest -q -p no:cacheprovider -m benchmark --benchmark-enable --benchmark-only
+
+## make bench: capacity of charged calls (SIPp -> b2bua -> SIPp, lab OCS); BENCH_ARGS=--quick
+BENCH_ARGS ?=
+bench: system-deps $(VENV)/.installed
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 system-deps:
 	scripts/install-system-deps

@@ -19,6 +19,7 @@ import ipaddress
 import math
 import os
 import re
+import urllib.parse
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import MISSING, dataclass, field, fields
@@ -46,6 +47,7 @@ __all__ = [
     "RedisUrl",
     "RouteSettings",
     "SipSettings",
+    "StoreSettings",
     "load_config",
     "parse_config_text",
     "schema",
@@ -412,6 +414,11 @@ class LogSettings:
         "info",
         "least severe level written; per-packet lines are debug",
     )
+    format: str = param(
+        Choice(("text", "json")),
+        "text",
+        "text: twistd's lines; json: one JSON object per line for log shippers",
+    )
 
 
 _IDENTITY = Text(_DIAMETER_IDENTITY, "a DiameterIdentity (a host name such as ocs1.example.net)")
@@ -506,42 +513,61 @@ class PeerSettings:
 
 @dataclass(frozen=True, slots=True)
 class RedisUrl:
-    """Where a Redis server is: ``redis://[:password@]host[:port][/db]``."""
+    """Where a Redis server is: ``redis[s]://[[user]:password@]host[:port][/db]``.
+
+    Printed with the password masked, so that it can be logged.
+    """
 
     host: str
     port: int = 6379
     db: int = 0
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in a log line
+    username: str | None = None  # a Redis 6 ACL user (AUTH user password)
+    tls: bool = False  # rediss://: TLS with certificate verification
 
     def __str__(self) -> str:
-        auth = ":***@" if self.password else ""
+        auth = f"{self.username or ''}:***@" if self.password else ""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"redis://{auth}{host}:{self.port}/{self.db}"
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://{auth}{host}:{self.port}/{self.db}"
 
 
 _REDIS_URL_RE = re.compile(
-    r"redis://(?::(?P<password>[^@]*)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)"
-    r"(?::(?P<port>\d+))?(?:/(?P<db>\d+))?"
+    r"(?P<scheme>rediss?)://(?:(?P<user>[^:@/]*):(?P<password>[^@]*)@)?"
+    r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::(?P<port>\d+))?(?:/(?P<db>\d+))?"
 )
 
 
 @dataclass(frozen=True)
 class RedisUrlKind(Kind):
-    """``redis://[:password@]host[:port][/db]``."""
+    """``redis://[:password@]host[:port][/db]``; with `secure`, also rediss:// and a user."""
+
+    secure: bool = False
 
     @property
     def expected(self) -> str:
+        if self.secure:
+            return (
+                "redis[s]://[[user]:password@]host[:port][/db], "
+                "e.g. rediss://b2bua:secret@redis.example.net:6380/0"
+            )
         return "redis://[:password@]host[:port][/db], e.g. redis://127.0.0.1:6379/0"
 
     def parse(self, raw: str) -> RedisUrl:
         match = _REDIS_URL_RE.fullmatch(raw)
-        if match is None:
+        tls = match is not None and match["scheme"] == "rediss"
+        if match is None or (not self.secure and (tls or match["user"])):
             raise ValueError(self.expected)
         port = int(match["port"] or 6379)
         db = int(match["db"] or 0)
         if not 0 < port < 65536 or db > 65535:
             raise ValueError(f"{self.expected}; port or database number out of range")
-        return RedisUrl(match["host"].strip("[]"), port, db, match["password"] or None)
+        password = match["password"] or None
+        username = match["user"] or None
+        if self.secure:  # percent-escapes let a password hold ':', '@' or '/'
+            password = urllib.parse.unquote(password) if password else None
+            username = urllib.parse.unquote(username) if username else None
+        return RedisUrl(match["host"].strip("[]"), port, db, password, username, tls)
 
 
 @dataclass(frozen=True)
@@ -819,6 +845,18 @@ class ChargingSettings:
     reservation_units: int = param(
         Integer(0), 30, "seconds requested by the CCR-Initial when the route names none"
     )
+    sms_service_identifier: int = param(
+        _UNSIGNED32, 1002, "Service-Identifier of charged SIP MESSAGE events (SMS)"
+    )
+    sms_rating_group: int = param(
+        _UNSIGNED32, 300, "Rating-Group of charged SIP MESSAGE events (SMS)"
+    )
+    direct_debiting_failure_handling: str = param(
+        Choice(("terminate_or_buffer", "continue")),
+        "terminate_or_buffer",
+        "RFC 4006 Direct-Debiting-Failure-Handling of a MESSAGE no OCS answered: "
+        "refuse it (500) or forward it uncharged",
+    )
 
     def charging_config(self) -> ChargingConfig:
         """The per-process settings of :class:`b2bua.charging.session.RoSession`."""
@@ -856,6 +894,8 @@ class ChargingSettings:
             node_functionality=self.node_functionality,
             custom_user=self.custom_user,
             app_provided_party=self.app_provided_party,
+            sms_service_identifier=self.sms_service_identifier,
+            sms_rating_group=self.sms_rating_group,
         )
 
 
@@ -1018,6 +1058,16 @@ class CallSettings:
         "X-Trunk",
         "header the SBC sets to name the trunk a call came from; [route:NAME] trunk",
     )
+    max_call_rate: float = param(
+        Number(0.0, 1_000_000.0),
+        0.0,
+        "new calls per second before more get 503 + Retry-After, no CCR; 0: no limit",
+    )
+    overload_lag: float = param(
+        Number(0.0, 60.0),
+        0.5,
+        "event-loop lag (s) that, 3 probes in a row, makes new calls get 503; 0: off",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -1069,6 +1119,17 @@ class RouteSettings:
     outgoing_trunk_id: str = param(
         Text(r"\S*", "text without spaces"), "", "Outgoing-Trunk-Group-Id sent to the OCS"
     )
+    event_charging: str = param(
+        Choice(("off", "orig", "term")),
+        "off",
+        "relay and charge out-of-dialog SIP MESSAGE on this route: off (405), orig or term",
+    )
+    event_charging_mode: str = param(
+        Choice(("immediate", "reservation")),
+        "immediate",
+        "immediate: one CCR-Event debits the MESSAGE; reservation: CCR-I reserves, "
+        "CCR-T debits only if it was delivered (2xx)",
+    )
 
 
 @dataclass(frozen=True)
@@ -1082,7 +1143,7 @@ class MetricsSettings:
             r"tcp6?:(port=)?\d{1,5}(:(interface|backlog)=[^:\s]+)*|unix:[^:\s]+(:[a-z]+=[^:\s]+)*",
             "a Twisted server endpoint: tcp:PORT[:interface=ADDRESS] or unix:PATH",
         ),
-        "tcp:9090:interface=127.0.0.1",
+        "tcp:9201:interface=127.0.0.1",
         "where Prometheus scrapes /metrics (a Twisted endpoint string); empty: off",
     )
 
@@ -1177,8 +1238,44 @@ class PasswdFile(ReadableFile):
 
 
 @dataclass(frozen=True)
+class HostKeyFile(WritableFile):
+    """An SSH host key: a readable file, or one that can be created at the first start."""
+
+    @property
+    def expected(self) -> str:
+        return "the path of a readable SSH host key, or of one to create in a writable directory"
+
+    def parse(self, raw: str) -> str:
+        if raw and os.path.exists(raw):
+            if os.path.isdir(raw) or not os.access(raw, os.R_OK):
+                raise ValueError(f"{self.expected} (cannot read {raw!r})")
+            return raw
+        return super().parse(raw)
+
+
+@dataclass(frozen=True)
+class AuthorizedKeysFile(ReadableFile):
+    """An OpenSSH authorized_keys file with at least one public key."""
+
+    @property
+    def expected(self) -> str:
+        return "the path of a readable authorized_keys file of SSH public keys"
+
+    def parse(self, raw: str) -> str:
+        from b2bua.ops.sshkeys import SshKeyError, read_authorized_keys
+
+        if not raw:
+            return raw
+        try:
+            read_authorized_keys(raw)
+        except SshKeyError as err:
+            raise ValueError(f"{self.expected} ({err})") from None
+        return raw
+
+
+@dataclass(frozen=True)
 class ManholeSettings:
-    """[manhole]: the operator's telnet console (a Python prompt with helpers)."""
+    """[manhole]: the operator's console (a Python prompt with helpers), telnet and SSH."""
 
     SECTION: ClassVar[str] = "manhole"
 
@@ -1192,14 +1289,141 @@ class ManholeSettings:
         "",
         "file of user:hash lines who may log in (python -m b2bua.ops.passwd USER)",
     )
+    ssh_listen: str = param(
+        ServerEndpoint(),
+        "",
+        "where the console listens for SSH (a Twisted endpoint string); empty: no SSH",
+    )
+    ssh_host_key: str = param(
+        HostKeyFile(),
+        "",
+        "the SSH host key file; created (Ed25519, mode 0600) at the first start if absent",
+    )
+    ssh_authorized_keys: str = param(
+        AuthorizedKeysFile(),
+        "",
+        "OpenSSH authorized_keys file of the public keys that may log in over SSH",
+    )
 
     def cross_problems(self) -> list[tuple[str, str]]:
         """(key, what is wrong) for combinations of values that cannot work."""
-        if not self.listen or self.passwd:
-            return []
-        if not endpoint_is_loopback(self.listen):
-            return [("listen", "a console on a non-loopback address needs [manhole] passwd")]
-        return [("listen", "the console always asks for a password: set [manhole] passwd")]
+        problems: list[tuple[str, str]] = []
+        if self.listen and not self.passwd:
+            if not endpoint_is_loopback(self.listen):
+                problems.append(
+                    ("listen", "a console on a non-loopback address needs [manhole] passwd")
+                )
+            else:
+                problems.append(
+                    ("listen", "the console always asks for a password: set [manhole] passwd")
+                )
+        if self.ssh_listen:
+            if not self.ssh_host_key:
+                problems.append(("ssh_listen", "an SSH console needs [manhole] ssh_host_key"))
+            if not self.ssh_authorized_keys and not endpoint_is_loopback(self.ssh_listen):
+                problems.append(
+                    (
+                        "ssh_listen",
+                        "an SSH console on a non-loopback address needs "
+                        "[manhole] ssh_authorized_keys",
+                    )
+                )
+            elif not self.ssh_authorized_keys and not self.passwd:
+                problems.append(
+                    ("ssh_listen", "set [manhole] ssh_authorized_keys (or passwd, on loopback)")
+                )
+        return problems
+
+
+# -- [store]: calls kept in Redis across restarts and shared by several instances --
+
+
+@dataclass(frozen=True)
+class AddressList(Kind):
+    """Comma-separated ``host:port`` items (IPv6 in brackets); empty: none."""
+
+    @property
+    def expected(self) -> str:
+        return "a comma-separated list of host:port, e.g. 10.0.0.1:26379, 10.0.0.2:26379"
+
+    def parse(self, raw: str) -> tuple[tuple[str, int], ...]:
+        result = []
+        for item in (part.strip() for part in raw.split(",")):
+            if not item:
+                continue
+            match = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})", item)
+            if match is None or not 0 < int(match[2]) < 65536:
+                raise ValueError(f"{self.expected}; {item!r} is not")
+            result.append((match[1].strip("[]"), int(match[2])))
+        return tuple(result)
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """[store]: where live calls are kept so that they survive a restart or a lost host."""
+
+    SECTION: ClassVar[str] = "store"
+
+    mode: str = param(
+        Choice(("memory", "realtime", "shutdown")),
+        "memory",
+        "memory: nothing kept; realtime: every change written; shutdown: written at stop",
+    )
+    url: RedisUrl = param(  # noqa: RUF009 - param() makes a field; the default is frozen
+        RedisUrlKind(secure=True),
+        RedisUrl("127.0.0.1"),
+        "the Redis server (rediss:// for TLS; user:password@ for an ACL user)",
+    )
+    ca_file: str = param(
+        ReadableFile(), "", "PEM CA bundle that verifies a rediss:// server (empty: system CAs)"
+    )
+    key_prefix: str = param(
+        Text(r"\S+", "text without spaces"), "b2bua:store:", "prefix of every store key"
+    )
+    instance_id: str = param(
+        Text(r"[A-Za-z0-9_.-]*", "letters, digits, '_', '.' or '-'"),
+        "",
+        "this instance's name in the store, unique per instance; empty: the host name",
+    )
+    sentinels: tuple[tuple[str, int], ...] = param(
+        AddressList(), (), "Redis Sentinel addresses; set: the master is found through them"
+    )
+    sentinel_master: str = param(
+        Text(r"\S+", "text without spaces"), "mymaster", "the master name the sentinels watch"
+    )
+    lease_time: float = param(
+        Number(1.0, 3600.0),
+        15.0,
+        "an instance silent this long is dead; a survivor adopts its calls (s)",
+    )
+    renew_interval: float = param(
+        Number(0.1, 3600.0), 5.0, "how often the lease is renewed and dead instances looked for (s)"
+    )
+    adopt: str = param(
+        Choice(("end", "continue")),
+        "end",
+        "a dead instance's calls: end (BYE both legs, CCR-T) or continue charging them",
+    )
+    queue_limit: int = param(
+        Integer(1, 10_000_000),
+        10000,
+        "calls whose writes wait while Redis is away; beyond it all are rewritten later",
+    )
+    start_without_redis: bool = param(
+        Boolean(), False, "start even when Redis cannot be reached at start-up (no: refuse)"
+    )
+    connect_timeout: float = param(
+        Number(0.1, 600.0), 5.0, "how long a Redis connection or command may take (s)"
+    )
+
+    def cross_problems(self) -> list[tuple[str, str]]:
+        """(key, what is wrong) for combinations of values that cannot work."""
+        problems = []
+        if self.renew_interval >= self.lease_time:
+            problems.append(("renew_interval", "must be shorter than lease_time"))
+        if self.sentinels and self.url.tls:
+            problems.append(("url", "rediss:// cannot be combined with sentinels (no TLS there)"))
+        return problems
 
 
 # Sections that appear once, and named sections ([peer:NAME]) that may appear many times.
@@ -1214,6 +1438,7 @@ SECTIONS: tuple[Any, ...] = (
     MetricsSettings,
     CdrSettings,
     ManholeSettings,
+    StoreSettings,
 )
 NAMED_SECTIONS: tuple[Any, ...] = (PeerSettings, RouteSettings)
 
@@ -1234,6 +1459,7 @@ class Config:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     cdr: CdrSettings = field(default_factory=CdrSettings)
     manhole: ManholeSettings = field(default_factory=ManholeSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,19 +22,25 @@ from b2bua import logs
 from b2bua.call.callmap import CallMap, make_call_service
 from b2bua.charging.controller import ChargingController
 from b2bua.charging.engine import ChargingEngine, RoIdentity
+from b2bua.charging.messages import SessionIdGenerator
+from b2bua.charging.messaging import EventCharger
 from b2bua.config import Config, ConfigError, load_config
-from b2bua.daemon import DaemonRoot, refuse_configuration
+from b2bua.daemon import DaemonRoot, StopOnSignals, refuse_configuration
 from b2bua.diameter.dictionary import APP_CREDIT_CONTROL, CMD_ABORT_SESSION, CMD_RE_AUTH
 from b2bua.diameter.message import Message
 from b2bua.diameter.service import DiameterService, make_diameter_service, validate_diameter
 from b2bua.ocs.operator import late_namespace
 from b2bua.ocs.server import make_ocs_service
 from b2bua.ops.cdr import CdrFile, CdrWriter, engine_lookup
+from b2bua.ops.gctune import tune_gc
+from b2bua.ops.logfile import LogDestination, take_over
+from b2bua.ops.logfile import current as current_log_destination
 from b2bua.ops.manhole import ManholeService, make_manhole_service
 from b2bua.ops.metrics import MetricsService, Sources, collect
 from b2bua.ops.reload import SighupService, reload_config
 from b2bua.sip.endpoint import SipEndpoint
 from b2bua.sip.service import SipService
+from b2bua.store.service import StoreService, join_calls, make_store_service
 from b2bua.timers.driver import WheelDriver
 from b2bua.timers.wheel import TimerWheel
 
@@ -70,6 +76,9 @@ class Options(usage.Options):
         if self["check"]:
             sys.stdout.write(f"{self['config']}: configuration OK\n")
             raise SystemExit(0)
+        # twistd builds its log observer after this: hand it ours ([log] format).
+        log_settings = self.config.log
+        take_over(getattr(self, "parent", None), log_settings.format, log_settings.level)
 
 
 class B2buaService(DaemonRoot):
@@ -86,6 +95,8 @@ class B2buaService(DaemonRoot):
     cdr: CdrWriter | None
     config: Config
     manhole: ManholeService | None
+    store: StoreService | None = None
+    log_output: LogDestination | None = None  # the log file SIGHUP reopens
 
     def startService(self) -> None:
         super().startService()
@@ -142,6 +153,13 @@ def build_service(config: Config, reactor: Any) -> B2buaService:
     if config.peers:
         root.diameter = make_diameter_service(config, reactor, timers)
         root.diameter.setServiceParent(root)
+    # [store]: a child before SIP and the calls, so that it stops after them (the calls
+    # stay up, their state is final) and before Diameter: the final writes go out. Its
+    # start restores calls one reactor turn later, when SIP and charging are running.
+    root.store = None
+    if config.store.mode != "memory":
+        root.store = make_store_service(config.store, reactor)
+        root.store.setServiceParent(root)
     endpoint = SipEndpoint(config.sip, reactor, timers)
     SipService(endpoint).setServiceParent(root)
     root.endpoint = endpoint
@@ -151,6 +169,8 @@ def build_service(config: Config, reactor: Any) -> B2buaService:
     root.charging = None
     if root.diameter is not None:
         root.charging = charging_engine(config, root.diameter, calls.callmap, timers, reactor)
+    if root.store is not None:
+        join_calls(root.store, calls, root.charging)
     root.cdr = None
     if config.cdr.file:
         # Observes after the charging controller: the CCR-Ts have left when it writes.
@@ -160,15 +180,17 @@ def build_service(config: Config, reactor: Any) -> B2buaService:
         calls.callmap.add_observer(root.cdr)
     root.metrics = None
     if config.metrics.listen:
-        sources = Sources(calls.callmap, endpoint, root.diameter, root.charging)
+        sources = Sources(calls.callmap, endpoint, root.diameter, root.charging, root.store)
         root.metrics = MetricsService(config.metrics.listen, lambda: collect(sources), reactor)
         root.metrics.setName("metrics")
         root.metrics.setServiceParent(root)
     root.manhole = None
-    if config.manhole.listen:
+    if config.manhole.listen or config.manhole.ssh_listen:
         root.manhole = make_manhole_service(root, reactor, lambda: reload_config(root))
         if ocs is not None:  # the in-process lab OCS: top_up(), show(), ... in the console
             root.manhole.namespace.update(late_namespace(lambda: ocs.operator))
+        if root.store is not None:
+            root.manhole.namespace["store"] = root.store
         root.manhole.setServiceParent(root)
     return root
 
@@ -193,6 +215,18 @@ def charging_engine(
         single_ro_session_per_dialog=bool(config.charging.single_ro_session_per_dialog),
     )
     controller.engine = engine
+    controller.events = EventCharger(
+        client=diameter,
+        control=controller,
+        driver=timers,
+        identity=identity,
+        session_ids=SessionIdGenerator(identity.origin_host, timers.seconds()),
+        config=config.charging.charging_config(),
+        stats=engine.stats,
+        continue_on_failure=config.charging.direct_debiting_failure_handling == "continue",
+        keep_termination=engine.keep_termination,
+    )
+    callmap.messages.observers.append(controller)
     for command, handler in (
         (CMD_RE_AUTH, engine.handle_rar),
         (CMD_ABORT_SESSION, engine.handle_asr),
@@ -212,5 +246,8 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     root = build_service(options.config, reactor)
+    root.log_output = current_log_destination()
     SighupService(root, reactor).setServiceParent(root)
+    StopOnSignals(reactor).setServiceParent(root)
+    tune_gc()
     return root

@@ -482,9 +482,9 @@ def test_relative_paths_are_taken_from_the_config_files_directory(tmp_path) -> N
 
 
 def test_metrics_and_cdr_defaults_and_values(tmp_path) -> None:
-    """[metrics] listens on loopback 9090 by default; [cdr] is off until a file is named."""
+    """[metrics] listens on loopback 9201 by default; [cdr] is off until a file is named."""
     config = parse_config_text("", "x.conf")
-    assert config.metrics.listen == "tcp:9090:interface=127.0.0.1"
+    assert config.metrics.listen == "tcp:9201:interface=127.0.0.1"
     assert (config.cdr.file, config.cdr.max_bytes, config.cdr.keep) == ("", 0, 5)
     config_file = tmp_path / "b2bua.conf"
     config_file.write_text(

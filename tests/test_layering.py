@@ -10,6 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "b2bua"
 # Modules that own sockets, timers or services. Everything else in b2bua/ is a core.
 GLUE = {
     "tap.py",
+    "daemon.py",
     "logs.py",
     "testing.py",
     "sip/transport.py",
@@ -23,6 +24,7 @@ GLUE = {
     "call/callmap.py",
     "timers/driver.py",
     "store/redis.py",
+    "store/service.py",
     "ops/manhole.py",
     "ops/metrics.py",
     "ocs/backend_redis.py",

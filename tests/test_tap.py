@@ -13,7 +13,8 @@ from tests.support.ports import free_port
 
 def write_config(tmp_path: Path, body: str) -> Path:
     path = tmp_path / "b2bua.conf"
-    path.write_text(body)
+    # Metrics off unless asked for: daemons of parallel tests must not share its port.
+    path.write_text(body if "[metrics]" in body else body + "[metrics]\nlisten =\n")
     return path
 
 
@@ -73,17 +74,13 @@ def lab_config(tmp_path: Path) -> Path:
 
 
 def test_foreground_run_starts_and_stops_on_sigterm(tmp_path: Path) -> None:
-    """`twistd -n b2bua` runs in the foreground; SIGTERM stops it cleanly.
-
-    twistd ends by re-raising the signal that stopped it, so the status is -SIGTERM, which
-    init systems count as a clean stop.
-    """
+    """`twistd -n b2bua` runs in the foreground; SIGTERM stops it cleanly with status 0."""
     daemon = Daemon(lab_config(tmp_path), log_path=tmp_path / "out.log")
     try:
         daemon.wait_for_log("b2bua started")
     finally:
         status = daemon.stop()
-    assert status == -signal.SIGTERM, daemon.log_text()
+    assert status == 0, daemon.log_text()
     assert "b2bua stopping" in daemon.log_text()
     assert "Traceback" not in daemon.log_text()
 
@@ -160,6 +157,6 @@ def test_lab_setup_runs_the_ocs_in_process_and_connects_to_it(tmp_path: Path) ->
         daemon.wait_for_log("Diameter peer ocs open")
     finally:
         status = daemon.stop()
-    assert status == -signal.SIGTERM, daemon.log_text()
+    assert status == 0, daemon.log_text()
     assert "DPR/DPA" in daemon.log_text()
     assert "Traceback" not in daemon.log_text()

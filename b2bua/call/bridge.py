@@ -32,7 +32,10 @@ tell the observers.  It implements:
 * RFC 4028 session timers per leg (:mod:`b2bua.call.session_timer`), refreshed by
   UPDATE when the far end allows it, else by a re-INVITE repeating the last offer;
   expiry, a failed refresh (408/481/timeout) and ``max_call_duration`` end the call;
-* RFC 3326 Reason headers on the BYE/CANCEL b2bua sends when it ends a call itself.
+* RFC 3326 Reason headers on the BYE/CANCEL b2bua sends when it ends a call itself;
+* persistence: :meth:`Bridge.snapshot` of a confirmed call and :meth:`Bridge.restore`,
+  which rebuilds it after a restart (dialogs, session timers; transactions in progress
+  are lost), with :class:`StateChanged` emitted whenever what a restart needs changed.
 
 Every ending goes through :meth:`Bridge.end`, which records the reason once, answers or
 cancels what is pending, BYEs what is up, and reports :class:`Finished` when no
@@ -42,9 +45,9 @@ transaction of the call is left (a guard timer makes sure that happens).
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from b2bua.call.events import CallState, EndReason, Side
 from b2bua.call.leg import Leg
@@ -70,7 +73,14 @@ from b2bua.sip.dialog import (
 )
 from b2bua.sip.errors import SipParseError
 from b2bua.sip.headers import NameAddr, SipURI
-from b2bua.sip.message import Headers, Request, Response, make_response, validate_request
+from b2bua.sip.message import (
+    Headers,
+    Request,
+    Response,
+    make_response,
+    parse_message,
+    validate_request,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -93,6 +103,7 @@ __all__ = [
     "SendRequest",
     "ServerRef",
     "StartTimer",
+    "StateChanged",
     "StopTimer",
     "answer_out_of_dialog",
     "screen_invite",
@@ -224,6 +235,11 @@ class Finished:
     """Nothing of the call is left: forget it and stop its timers."""
 
 
+@dataclass(frozen=True, slots=True)
+class StateChanged:
+    """Tell the observers: what a restart needs (:meth:`Bridge.snapshot`) changed."""
+
+
 Action = (
     Respond
     | SendRequest
@@ -235,6 +251,7 @@ Action = (
     | MediaChanged
     | Ended
     | Finished
+    | StateChanged
 )
 
 
@@ -296,6 +313,8 @@ class Call:
         self.end_reason: EndReason | None = None
         self.end_status: int | None = None
         self.data: dict[str, object] = {}
+        #: The body of the callee's 2xx: the answer, or the offer when the INVITE had none.
+        self.answer_sdp: bytes = b""
         self._control: Callable[[Call, EndReason, str | None], None] | None = None
 
     def __repr__(self) -> str:
@@ -383,7 +402,8 @@ def answer_out_of_dialog(request: Request, config: BridgeConfig) -> Response:
     """OPTIONS: 200 with what we support (SBC keepalives); other methods: 405 with Allow.
 
     A Require with an option tag we do not support gets 420 first (§8.2.2.3, RFC 4475
-    §3.3.5). MESSAGE out of a dialog is not handled yet (405).
+    §3.3.5). MESSAGE out of a dialog reaches here only on routes without event_charging
+    (405); the others relay it (:mod:`b2bua.call.relay`).
     """
     try:
         validate_request(request, supported=config.supported)
@@ -460,6 +480,23 @@ class _PendingAck:
     started: float
     interval: float
     far_cseq: int | None = None
+
+
+class _GoneServer:
+    """The caller's INVITE transaction of a restored call: it ended with the old process."""
+
+    __slots__ = ("request",)
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+
+    def respond(self, response: Response) -> None:
+        """Nothing to answer on: the 2xx was ACKed before the snapshot was taken."""
+
+
+def _hop_of(data: Any) -> Hop:
+    transport, host, port = data
+    return Hop(str(transport), str(host), int(port))
 
 
 # ------------------------------------------------------------------------ bridge
@@ -571,6 +608,102 @@ class Bridge:
 
     def _timer_name(self, kind: str, side: Side) -> str:
         return f"{kind}:{side.value}"
+
+    # ------------------------------------------------------------ persistence
+
+    @property
+    def restorable(self) -> bool:
+        """A confirmed call not ending: the only state :meth:`snapshot` can capture.
+
+        Before the caller's ACK the INVITE transaction is still needed, and it does not
+        survive a restart; an ending call has only BYE transactions left.
+        """
+        return self.call.state is CallState.CONFIRMED and self.call.end_reason is None
+
+    def snapshot(self) -> dict[str, Any]:
+        """The call as JSON-able values (only when :attr:`restorable`)."""
+        call = self.call
+        source = call.source
+        return {
+            "id": call.id,
+            "invite": call.invite.serialize().decode("latin-1"),
+            "route": call.route.name,
+            "source": [source.transport, source.host, source.port],
+            "received_at": call.received_at,
+            "answered_at": call.answered_at,
+            "a": self.a.snapshot(),
+            "b": self.b.snapshot(),
+            "media": {side.value: body.decode("latin-1") for side, body in self._media.items()},
+            "answer_sdp": call.answer_sdp.decode("latin-1"),
+        }
+
+    @classmethod
+    def restore(
+        cls,
+        data: dict[str, Any],
+        *,
+        route: RouteSettings,
+        a_contact: SipURI,
+        b_contact: SipURI,
+        config: BridgeConfig,
+        cseq_margin: int = 0,
+    ) -> Bridge:
+        """A confirmed call from its :meth:`snapshot`; :meth:`resume` re-arms its timers.
+
+        Raises KeyError, TypeError, ValueError or SipParseError when ``data`` is bad.
+        ``cseq_margin`` is added to both legs' local CSeq (:meth:`Dialog.restore`).
+        """
+        invite = parse_message(str(data["invite"]).encode("latin-1"))
+        if not isinstance(invite, Request):
+            raise ValueError("the stored INVITE is a response")
+        a = Leg.restore(data["a"], a_contact, cseq_margin=cseq_margin)
+        b = Leg.restore(data["b"], b_contact, cseq_margin=cseq_margin)
+        if a.dialog is None or b.dialog is None or a.side is not Side.A or b.side is not Side.B:
+            raise ValueError("a restored call needs both dialogs")
+        received_at = float(data["received_at"])
+        answered_at = data["answered_at"]
+        source = _hop_of(data["source"])
+        bridge = cls(
+            invite,
+            _GoneServer(invite),
+            route=route,
+            source=source,
+            b_hop=b.default_hop,
+            a_contact=a_contact,
+            b_contact=b_contact,
+            # The legs' timers come from the snapshot: a Min-SE raised since the call began
+            # must not refuse its INVITE again.
+            config=replace(config, timers=TimerSettings(session_expires=0)),
+            now=received_at,
+        )
+        bridge.config = config
+        bridge.a, bridge.b = a, b
+        call = bridge.call
+        call.id = str(data["id"])
+        call.a, call.b = a, b
+        call.state = CallState.CONFIRMED
+        call.answered_at = None if answered_at is None else float(answered_at)
+        call.answer_sdp = str(data["answer_sdp"]).encode("latin-1")
+        bridge._initial.answered = True
+        bridge._media = {
+            Side(side): str(body).encode("latin-1") for side, body in data["media"].items()
+        }
+        return bridge
+
+    def resume(self, now: float) -> list[Action]:
+        """The timers of a restored call: session timers from their last refresh, max duration.
+
+        A timer whose deadline passed while b2bua was down fires at once.
+        """
+        for side in (Side.A, Side.B):
+            leg = self.leg(side)
+            if leg.timer is not None:
+                deadline = leg.timer.deadline(leg.timer_since)
+                self._emit(StartTimer(self._timer_name("st", side), deadline))
+        answered = self.call.answered_at
+        if self.config.max_call_duration > 0 and answered is not None:
+            self._emit(StartTimer("maxdur", answered + self.config.max_call_duration))
+        return self._flush()
 
     # ------------------------------------------------------------ admission
 
@@ -871,6 +1004,7 @@ class Bridge:
         b.learn_allow(response)
         if response.body:
             self._media[Side.B] = response.body
+            self.call.answer_sdp = response.body
         if self.call.end_reason is not None:
             # The 2xx crossed our CANCEL (or the call ended otherwise): ACK it, then BYE.
             self._ack_pending(Side.B)
@@ -997,6 +1131,7 @@ class Bridge:
             self._send_ack(side.other, far_ack)
         if side is Side.A and self.call.state is CallState.ANSWERED:
             self.call.state = CallState.CONFIRMED
+            self._emit(StateChanged())
         if side in self._bye_after_ack:
             self._bye_after_ack.discard(side)
             self._send_bye(side)
@@ -1184,6 +1319,7 @@ class Bridge:
         if success and method in TARGET_REFRESH_METHODS and self.call.answered:
             self._arm_session_timer(Side.A, now)
             self._arm_session_timer(Side.B, now)
+            self._emit(StateChanged())
             self._media_update(origin.side, origin.request.body)
             self._media_update(out.side, response.body)
         if status in (408, 481):
@@ -1310,6 +1446,7 @@ class Bridge:
             asked = leg.timer.interval if leg.timer else None
             leg.timer = uac_timer_from_response(response, self.config.timers, asked)
             self._arm_session_timer(out.side, now)
+            self._emit(StateChanged())
             return
         if self.call.end_reason is not None:
             return

@@ -10,6 +10,10 @@ the call of every in-dialog message by (Call-ID, our tag), and carries out what 
 bridges return: responses, requests through the endpoint, ACKs, CANCELs, timers on the
 process's timer wheel, and the observer hooks.
 
+:meth:`CallMap.load_call` and :meth:`CallMap.install_call` put a confirmed call saved by
+:meth:`CallMap.snapshot_of` back after a restart (``b2bua.store.recovery``); observers hear
+``call_changed`` whenever such a snapshot would change, ``call_restored`` after a restore.
+
 Every call leaves the map (and the wheel) when its bridge reports it finished.  Nothing
 raised below reaches the reactor: failures are logged with ``log.failure``, a pending
 server transaction is answered 500 and the call is ended.
@@ -17,16 +21,19 @@ server transaction is answered 500 and the call is ended.
 
 from __future__ import annotations
 
+import weakref
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
 
 from b2bua import logs
+from b2bua.call.admission import PROBE_INTERVAL, AdmissionController
 from b2bua.call.bridge import (
     Action,
     Answered,
@@ -41,13 +48,15 @@ from b2bua.call.bridge import (
     SendAck,
     SendRequest,
     StartTimer,
+    StateChanged,
     StopTimer,
     answer_out_of_dialog,
     screen_invite,
 )
 from b2bua.call.events import CallObserver, EndReason, Side
 from b2bua.call.policy import HeaderPolicy
-from b2bua.call.routing import Router, is_trusted, next_hop
+from b2bua.call.relay import MessageRelays
+from b2bua.call.routing import DEFAULT_ROUTE, Router, is_trusted, next_hop
 from b2bua.call.session_timer import TimerSettings
 from b2bua.config import CallSettings, Config, RouteSettings
 from b2bua.sip.dialog import Hop, new_tag
@@ -110,6 +119,7 @@ class CallStats:
     refused_no_route: int = 0
     refused_limit: int = 0
     refused_draining: int = 0
+    refused_overload: int = 0
     options_answered: int = 0
     internal_errors: int = 0
     ended: Counter[str] = field(default_factory=Counter)
@@ -130,28 +140,40 @@ def bridge_config(config: Config) -> BridgeConfig:
 
 
 class _Listener:
-    """Hears the outcome of one request a bridge sent."""
+    """Hears the outcome of one request a bridge sent.
+
+    The bridge is held weakly: a client transaction outlives its call by up to 32 s
+    (RFC 6026 Accepted, Timer K), and a strong reference kept every ended call's whole
+    state (messages, dialogs, charging context) that long, most of b2bua's memory under
+    load.  Once the call map has forgotten the bridge there is nothing left to tell.
+    """
 
     __slots__ = ("_bridge", "_key", "_map")
 
     def __init__(self, callmap: CallMap, bridge: Bridge, key: int) -> None:
         self._map = callmap
-        self._bridge = bridge
+        self._bridge = weakref.ref(bridge)
         self._key = key
 
     def response_received(self, response: Response) -> None:
-        bridge, key = self._bridge, self._key
+        bridge, key = self._bridge(), self._key
+        if bridge is None:
+            return
         self._map._drive(bridge, lambda now: bridge.on_response(key, response, now))
         if response.status >= 200:
             self._map._handle_done(bridge, key)
 
     def timed_out(self) -> None:
-        bridge, key = self._bridge, self._key
+        bridge, key = self._bridge(), self._key
+        if bridge is None:
+            return
         self._map._drive(bridge, lambda now: bridge.on_timeout(key, now))
         self._map._handle_done(bridge, key)
 
     def transport_failed(self, reason: str) -> None:
-        bridge, key = self._bridge, self._key
+        bridge, key = self._bridge(), self._key
+        if bridge is None:
+            return
         log.info("call {call}: transport failure: {reason}", call=bridge.call.id, reason=reason)
         self._map._drive(bridge, lambda now: bridge.on_transport_error(key, now))
         self._map._handle_done(bridge, key)
@@ -179,8 +201,18 @@ class CallMap:
             admission_timeout=settings.admission_timeout,
         )
         self.router = Router(routes, settings.trunk_header)
+        #: Out-of-dialog MESSAGEs on routes with event_charging (b2bua.call.relay).
+        self.messages = MessageRelays(
+            lambda request, hop, listener: endpoint.send_request(
+                request, Destination(hop.transport, hop.host, hop.port), listener
+            ),
+            lambda: self.router,
+            self.config.policy,
+            timers.seconds,
+        )
         self.observers: list[CallObserver] = []
         self.stats = CallStats()
+        self.admission = AdmissionController(settings.max_call_rate, settings.overload_lag)
         self._bridges: dict[str, Bridge] = {}
         self._by_dialog: dict[tuple[str, str], tuple[Bridge, Side]] = {}
         self._by_initial: dict[tuple[str, str], Bridge] = {}
@@ -332,7 +364,8 @@ class CallMap:
                 return
         if not is_trusted(source.host, self.settings.trusted):
             self.stats.refused_untrusted += 1
-            log.info(
+            # Per packet (scanners, retransmissions): debug; the counter is in stats().
+            log.debug(
                 "refused {method} from untrusted {host}:{port}",
                 method=request.method,
                 host=source.host,
@@ -344,6 +377,8 @@ class CallMap:
             server.respond(make_response(request, 481))
         elif request.method == "INVITE":
             self._new_call(request, server)
+        elif request.method == "MESSAGE" and self.messages.offer(request, server):
+            return
         else:
             if request.method == "OPTIONS":
                 self.stats.options_answered += 1
@@ -369,6 +404,12 @@ class CallMap:
         if self._draining:
             self.stats.refused_draining += 1
             server.respond(self._unavailable(invite, "Draining"))
+            return
+        overload = self.admission.admit(self.timers.seconds())
+        if overload is not None:
+            self.stats.refused_overload += 1
+            log.debug("refused INVITE {call_id}: {why}", call_id=invite.call_id, why=overload)
+            server.respond(self._unavailable(invite, overload))
             return
         limit = self.settings.max_calls
         if limit and len(self._live) >= limit:
@@ -406,17 +447,7 @@ class CallMap:
             now=now,
         )
         call = bridge.call
-        call._control = self._end_from_outside
-        self._bridges[call.id] = bridge
-        self._by_dialog[(bridge.a.call_id, bridge.a.local_tag)] = (bridge, Side.A)
-        self._by_dialog[(bridge.b.call_id, bridge.b.local_tag)] = (bridge, Side.B)
-        self._by_initial[key] = bridge
-        self._by_call_id[bridge.a.call_id] = bridge
-        self._by_call_id[bridge.b.call_id] = bridge
-        self._handles[bridge] = {}
-        self._call_timers[bridge] = {}
-        self._live.add(bridge)
-        self._per_route[route.name] += 1
+        self._register(bridge)
         log.info(
             "call {call}: {caller} -> {callee} from {source} via route {route} to {hop}",
             call=call.id,
@@ -445,6 +476,65 @@ class CallMap:
         if self._holds[bridge] <= 0:
             del self._holds[bridge]
             self._drive(bridge, bridge.admit)
+
+    def _register(self, bridge: Bridge) -> None:
+        """Index a new (or restored) call by its id and both dialogs; count it."""
+        call = bridge.call
+        call._control = self._end_from_outside
+        self._bridges[call.id] = bridge
+        self._by_dialog[(bridge.a.call_id, bridge.a.local_tag)] = (bridge, Side.A)
+        self._by_dialog[(bridge.b.call_id, bridge.b.local_tag)] = (bridge, Side.B)
+        self._by_initial[(call.invite.call_id, call.invite.from_tag or "")] = bridge
+        self._by_call_id[bridge.a.call_id] = bridge
+        self._by_call_id[bridge.b.call_id] = bridge
+        self._handles[bridge] = {}
+        self._call_timers[bridge] = {}
+        self._live.add(bridge)
+        self._per_route[call.route.name] += 1
+
+    def snapshot_of(self, call_id: str) -> dict[str, Any] | None:
+        """The snapshot of a confirmed call (by id or either leg's Call-ID), else None."""
+        bridge = self._bridges.get(call_id) or self._by_call_id.get(call_id)
+        if bridge is None or not bridge.restorable:
+            return None
+        return bridge.snapshot()
+
+    def load_call(self, data: dict[str, Any], *, cseq_margin: int = 0) -> Bridge:
+        """The bridge of a :meth:`snapshot_of`, not in the map yet (errors leave no state).
+
+        Its route is looked up by name (a route removed since keeps the call on the
+        default settings). Raises KeyError, TypeError, ValueError or SipParseError when
+        ``data`` is bad or the call (or one of its dialogs) is already in the map.
+        """
+        name = str(data["route"])
+        route = next((r for r in self.router.routes if r.name == name), None)
+        if route is None:
+            route = replace(DEFAULT_ROUTE, name=name)
+        bridge = Bridge.restore(
+            data,
+            route=route,
+            a_contact=self.endpoint.contact_uri(str(data["a"]["transport"])),
+            b_contact=self.endpoint.contact_uri(str(data["b"]["transport"])),
+            config=self.config,
+            cseq_margin=cseq_margin,
+        )
+        call = bridge.call
+        if (
+            call.id in self._bridges
+            or (bridge.a.call_id, bridge.a.local_tag) in self._by_dialog
+            or (bridge.b.call_id, bridge.b.local_tag) in self._by_dialog
+        ):
+            raise ValueError(f"call {call.id} is already in the call map")
+        return bridge
+
+    def install_call(self, bridge: Bridge) -> None:
+        """Add a :meth:`load_call` bridge to the map, re-arm its timers, tell the observers."""
+        call = bridge.call
+        self._register(bridge)
+        log.info("call {call}: restored ({caller} -> {callee})", call=call.id,
+                 caller=call.caller, callee=call.callee)  # fmt: skip
+        self._execute(bridge, bridge.resume(self.timers.seconds()))
+        self._notify("call_restored", call)
 
     def _unavailable(self, request: Request, reason: str) -> Response:
         response = make_response(request, 503, reason, to_tag=new_tag())
@@ -530,7 +620,7 @@ class CallMap:
                 call=bridge.call.id,
                 method=action.request.method,
                 side=action.side.value,
-                hop=str(hop),
+                hop=hop,  # formatted only if debug lines are written
             )
         elif isinstance(action, SendAck):
             hop = action.hop
@@ -559,6 +649,8 @@ class CallMap:
             self._notify("media_changed", bridge.call, action.side, action.body)
         elif isinstance(action, Ended):
             self._ended(bridge)
+        elif isinstance(action, StateChanged):
+            self._notify("call_changed", bridge.call)
         elif isinstance(action, Finished):
             self._forget(bridge)
 
@@ -695,27 +787,54 @@ class CallService(Service):
         *,
         stop_timeout: float = 5.0,
         grace: float = 0.0,
+        admission: AdmissionController | None = None,
     ) -> None:
         self.callmap = callmap
+        #: Fed the event loop's lag by a probe on the wheel while the service runs.
+        self.admission = admission
         self.endpoint = endpoint
         self.clock = clock
         self.stop_timeout = stop_timeout
         self.grace = grace
+        #: Set by a persistent store ([store] mode realtime/shutdown): calls it accepts
+        #: stay up at stop, for the next start to take over; the others end as usual.
+        self.keep_on_stop: Callable[[Call], bool] | None = None
+        self._probe: TimerHandle | None = None
         endpoint.tu = callmap
 
     def startService(self) -> None:
         self.endpoint.tu = self.callmap
         self.callmap.resume()
         super().startService()
+        if self.admission is not None and self.admission.overload_lag:
+            self._arm_probe()
 
     def stopService(self) -> Deferred[None]:
         """Refuse new calls, let calls run for the grace period, end the rest, wait (bounded)."""
         super().stopService()
+        if self._probe is not None:
+            self._probe.cancel()
+            self._probe = None
         return ensureDeferred(self._shut_down())
+
+    def _arm_probe(self) -> None:
+        """Measure the event loop's lag: how late a wheel timer due now + interval runs."""
+        timers = self.callmap.timers
+        due = timers.seconds() + PROBE_INTERVAL
+        self._probe = timers.schedule(due, self._lag_probe, due)
+
+    def _lag_probe(self, due: float) -> None:
+        if self.admission is not None:
+            self.admission.observe_lag(self.callmap.timers.seconds() - due)
+        if self.running:
+            self._arm_probe()
 
     async def _shut_down(self) -> None:
         callmap = self.callmap
         done = callmap.drain()  # from now on new INVITEs get 503 with Retry-After
+        if self.keep_on_stop is not None:
+            await self._leave_up(self.keep_on_stop)
+            return
         if self.grace > 0 and len(callmap):
             log.info(
                 "shutdown: {count} call(s) may go on for up to {grace:g}s",
@@ -729,6 +848,30 @@ class CallService(Service):
             await self._within(done, self.stop_timeout)
         if len(callmap):
             log.warn("{count} call(s) not finished at shutdown", count=len(callmap))
+
+    async def _leave_up(self, keep: Callable[[Call], bool]) -> None:
+        """Leave the calls ``keep`` accepts up (no BYE, no CCR-T); end the others (bounded).
+
+        An upgrade restart must not cut calls: their state is in the store, and the next
+        start of this instance (or a survivor) carries on with them.
+        """
+        calls = self.callmap.calls()
+        ending = [call for call in calls if not keep(call)]
+        if len(calls) > len(ending):
+            log.info(
+                "shutdown: leaving {count} call(s) up for the next start (store)",
+                count=len(calls) - len(ending),
+            )
+        if not ending:
+            return
+        log.info("ending {count} call(s) that cannot be stored", count=len(ending))
+        for call in ending:
+            call.end(EndReason.SHUTDOWN)
+        deadline = self.clock.seconds() + self.stop_timeout
+        while self.clock.seconds() < deadline and any(
+            self.callmap.get(call.id) is not None for call in ending
+        ):
+            await deferLater(self.clock, 0.05, lambda: None)
 
     async def _within(self, done: Deferred[None], seconds: float) -> None:
         """Wait until `done` fires, or `seconds` on the reactor clock, whichever is first.
@@ -755,4 +898,10 @@ class CallService(Service):
 def make_call_service(config: Config, endpoint: Any, timers: WheelDriver) -> CallService:
     """The call layer for ``config`` on ``endpoint``: a CallService whose ``callmap`` is its TU."""
     callmap = CallMap(config.calls, config.routes, endpoint, timers, bridge_config(config))
-    return CallService(callmap, endpoint, endpoint.clock, grace=config.calls.shutdown_grace)
+    return CallService(
+        callmap,
+        endpoint,
+        endpoint.clock,
+        grace=config.calls.shutdown_grace,
+        admission=callmap.admission,
+    )

@@ -1,10 +1,11 @@
 """What a call is doing and why it ended, and the hooks charging and operations act on.
 
 The call layer tells its observers (:class:`CallObserver`) about each call at four
-moments.  ``call_received`` is the charging hook: an observer that returns True HOLDS the
-initial INVITE (the caller has had its 100 Trying) until someone calls
-``CallMap.admit(call)`` or ``CallMap.reject(call, status, reason, reason_header)``; no
-B-leg leaves before every holding observer has admitted the call.
+moments, and the store about two more (``call_changed``, ``call_restored``).
+``call_received`` is the charging hook: an observer that returns True HOLDS the initial
+INVITE (the caller has had its 100 Trying) until someone calls ``CallMap.admit(call)`` or
+``CallMap.reject(call, status, reason, reason_header)``; no B-leg leaves before every
+holding observer has admitted the call.
 """
 
 from __future__ import annotations
@@ -86,3 +87,9 @@ class CallObserver:
 
     def call_ended(self, call: Call) -> None:
         """The call ended: ``call.end_reason``, ``call.ended_at`` and ``duration`` are set."""
+
+    def call_changed(self, call: Call) -> None:
+        """What a restart needs of the call changed (confirmed, target or timer refreshed)."""
+
+    def call_restored(self, call: Call) -> None:
+        """A confirmed call was put back after a restart (``CallMap.install_call``)."""

@@ -6,12 +6,18 @@ its dialog(s) (the B-leg may have several early dialogs when the INVITE forks), 
 session timer negotiated on that side, the ACKs sent there (re-sent when a 2xx is
 retransmitted) and the last session description sent there (a session refresh by
 re-INVITE repeats it unchanged).
+
+:meth:`Leg.snapshot` / :meth:`Leg.restore` keep what a confirmed leg needs after a restart
+(its dialog, session timer, refresh method and last session description); transaction
+state (forks, ACKs, a refresh in flight) does not survive one.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from b2bua.call.events import Side
-from b2bua.call.session_timer import SessionTimer
+from b2bua.call.session_timer import Refresher, SessionTimer
 from b2bua.sip.dialog import Dialog, Hop
 from b2bua.sip.headers import SipURI
 from b2bua.sip.message import Message, Request
@@ -82,6 +88,50 @@ class Leg:
 
     def __repr__(self) -> str:
         return f"<Leg {self.side.value} {self.call_id} {self.local_tag}>"
+
+    def snapshot(self) -> dict[str, Any]:
+        """What a confirmed leg needs after a restart, as JSON-able values."""
+        timer = self.timer
+        sdp = self.sdp_sent
+        hop = self.default_hop
+        return {
+            "side": self.side.value,
+            "call_id": self.call_id,
+            "local_tag": self.local_tag,
+            "default_hop": [hop.transport, hop.host, hop.port],
+            "transport": self.transport,
+            "dialog": None if self.dialog is None else self.dialog.snapshot(),
+            "timer": None if timer is None else [timer.interval, timer.refresher.value],
+            "timer_since": self.timer_since,
+            "min_se_floor": self.min_se_floor,
+            "refresh_failed": self.refresh_failed,
+            "refresh_with_invite": self.refresh_with_invite,
+            "peer_allow": sorted(self.peer_allow),
+            "sdp_sent": None if sdp is None else [sdp[0].decode("latin-1"), sdp[1]],
+        }
+
+    @classmethod
+    def restore(cls, data: dict[str, Any], contact: SipURI, *, cseq_margin: int = 0) -> Leg:
+        """The leg of a :meth:`snapshot`, with ``contact`` (this instance's) as its Contact.
+
+        KeyError, TypeError, ValueError or SipParseError if ``data`` is not a snapshot.
+        """
+        transport, host, port = data["default_hop"]
+        leg = cls(Side(data["side"]), str(data["call_id"]), str(data["local_tag"]), contact,
+                  Hop(str(transport), str(host), int(port)))  # fmt: skip
+        leg.transport = str(data["transport"])
+        dialog = data["dialog"]
+        leg.dialog = None if dialog is None else Dialog.restore(dialog, cseq_margin=cseq_margin)
+        timer = data["timer"]
+        leg.timer = None if timer is None else SessionTimer(int(timer[0]), Refresher(timer[1]))
+        leg.timer_since = float(data["timer_since"])
+        leg.min_se_floor = int(data["min_se_floor"])
+        leg.refresh_failed = bool(data["refresh_failed"])
+        leg.refresh_with_invite = bool(data["refresh_with_invite"])
+        leg.peer_allow = frozenset(str(method) for method in data["peer_allow"])
+        sdp = data["sdp_sent"]
+        leg.sdp_sent = None if sdp is None else (str(sdp[0]).encode("latin-1"), str(sdp[1]))
+        return leg
 
     @property
     def remote_tag(self) -> str | None:

@@ -24,7 +24,15 @@ out. What it adds:
 * a CCR-Termination that failed on every peer is kept in :attr:`pending_terminations` and
   resent (T flag, RFC 6733 §3) every ``termination_retry_interval`` seconds, so the
   seconds used are reported however long the OCS is away;
-* nothing escapes to the reactor: every callback ends in ``log.failure``.
+* a media change (:meth:`ChargingEngine.media_changed`) that moves a call to another
+  Rating-Group (video added or removed) is one CCR-U reporting the old group and asking on
+  the new, sent at once or after the request in flight; a refusal ends the call;
+* nothing escapes to the reactor: every callback ends in ``log.failure``;
+* persistence (``b2bua.store.recovery``): listeners hear of every change a restart needs
+  (:meth:`ChargingEngine.add_listener`); :meth:`ChargingEngine.snapshot_call` and
+  :meth:`ChargingEngine.snapshot_termination` give the state, :meth:`ChargingEngine.load_call`
+  / :meth:`ChargingEngine.install_call` and :meth:`ChargingEngine.restore_termination`
+  put it back.
 
 Failures of ``send_request`` are mapped onto :class:`RequestFailure` by exception class
 name (``RequestTimeout``, ``NoPeerAvailable``, ``PeerDown``, ``InvalidAnswer``), so this
@@ -34,10 +42,15 @@ Slow-answer logging (``cdp_event_latency``) belongs to the Diameter layer.
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import functools
+import typing
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from enum import Enum
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, fail
 from twisted.python.failure import Failure
@@ -76,7 +89,7 @@ from b2bua.diameter.dictionary import (
     DIAMETER_UNABLE_TO_COMPLY,
 )
 from b2bua.diameter.errors import DecodeError
-from b2bua.diameter.message import Message, make_answer
+from b2bua.diameter.message import Message, decode, make_answer
 from b2bua.logs import logger
 from b2bua.timers.driver import WheelDriver
 from b2bua.timers.wheel import TimerHandle
@@ -193,6 +206,64 @@ _TRY_AGAIN = frozenset(
 )
 
 
+def _context_snapshot(context: ChargingContext) -> dict[str, Any]:
+    """A charging context as JSON-able values (enums by value, tuples as lists)."""
+    data: dict[str, Any] = {}
+    for item in dataclasses.fields(context):
+        value = getattr(context, item.name)
+        if isinstance(value, Enum):
+            value = value.value
+        elif isinstance(value, tuple):
+            value = list(value)
+        data[item.name] = value
+    return data
+
+
+@functools.cache
+def _context_fields() -> tuple[tuple[str, bool, Callable[[Any], Any] | None], ...]:
+    """Each ChargingContext field: name, whether it is required, how to rebuild its value."""
+    hints = typing.get_type_hints(ChargingContext)
+    fields: list[tuple[str, bool, Callable[[Any], Any] | None]] = []
+    for item in dataclasses.fields(ChargingContext):
+        required = item.default is dataclasses.MISSING and (
+            item.default_factory is dataclasses.MISSING
+        )
+        hint = hints[item.name]
+        convert: Callable[[Any], Any] | None = None
+        for kind in typing.get_args(hint) or (hint,):
+            if isinstance(kind, type) and issubclass(kind, Enum):
+                convert = kind
+                break
+            if kind is tuple or typing.get_origin(kind) is tuple:
+                convert = tuple
+                break
+        fields.append((item.name, required, convert))
+    return tuple(fields)
+
+
+def _context_restore(data: dict[str, Any]) -> ChargingContext:
+    """The context of :func:`_context_snapshot`; a field missing from ``data`` keeps its
+    default (a record written before the field existed), one without a default is an error.
+    """
+    values: dict[str, Any] = {}
+    for name, required, convert in _context_fields():
+        if name not in data:
+            if required:
+                raise KeyError(f"charging context without {name}")
+            continue
+        value = data[name]
+        values[name] = value if value is None or convert is None else convert(value)
+    return ChargingContext(**values)
+
+
+def _opt_context_snapshot(context: ChargingContext | None) -> dict[str, Any] | None:
+    return None if context is None else _context_snapshot(context)
+
+
+def _opt_context_restore(data: dict[str, Any] | None) -> ChargingContext | None:
+    return None if data is None else _context_restore(data)
+
+
 @dataclass(eq=False, slots=True)
 class _Live:
     """One live Ro session and what the engine knows around it."""
@@ -210,7 +281,60 @@ class _Live:
     deferred: list[Action] = field(default_factory=list)  # wait for the RAA/ASA to go
     token: int = 0  # which send_request the in-flight answer belongs to
     in_flight: tuple[SendCcr, Message] | None = None  # the request awaiting its answer
-    last_sent: tuple[int, Message] | None = None  # CC-Request-Number and request
+    # CC-Request-Number and End-to-End Id of the last CCR: only the id, not the message,
+    # is kept for the call's life (a CCR's AVPs are about 4 KiB of objects per call).
+    last_sent: tuple[int, int] | None = None
+    recorded: bool = False  # listeners were told about it while it was worth a snapshot
+    media_switch: ChargingContext | None = None  # a media change's context, CCR-U not sent yet
+    switched_from: ChargingContext | None = None  # what the switch CCR-U reports used units of
+    switch_number: int | None = None  # CC-Request-Number of that CCR-U
+
+    def snapshot(self) -> dict[str, Any]:
+        """The session and its charging context, as JSON-able values."""
+        return {
+            "session_id": self.session_id,
+            "context": _context_snapshot(self.context),
+            "session": self.session.snapshot(),
+            "answered_at": self.answered_at,
+            "end_method": self.end_method,
+            "cause_code": self.cause_code,
+            "termination_cause": None
+            if self.termination_cause is None
+            else int(self.termination_cause),
+            "allowed": self.allowed,
+            "media_switch": _opt_context_snapshot(self.media_switch),
+            "switched_from": _opt_context_snapshot(self.switched_from),
+            "switch_number": self.switch_number,
+        }
+
+    @classmethod
+    def restore(
+        cls,
+        data: dict[str, Any],
+        call: _Call,
+        config: ChargingConfig,
+        stats: ChargingStats,
+    ) -> _Live:
+        """The live session of a :meth:`snapshot` (KeyError, TypeError, ValueError if bad)."""
+        answered_at = data["answered_at"]
+        cause_code = data["cause_code"]
+        termination = data["termination_cause"]
+        switch_number = data.get("switch_number")
+        return cls(
+            str(data["session_id"]),
+            call,
+            _context_restore(data["context"]),
+            RoSession.restore(data["session"], config, stats=stats),
+            answered_at=None if answered_at is None else float(answered_at),
+            end_method=str(data["end_method"]),
+            cause_code=None if cause_code is None else int(cause_code),
+            termination_cause=None if termination is None else TerminationCause(termination),
+            allowed=bool(data["allowed"]),
+            recorded=True,
+            media_switch=_opt_context_restore(data.get("media_switch")),
+            switched_from=_opt_context_restore(data.get("switched_from")),
+            switch_number=None if switch_number is None else int(switch_number),
+        )
 
 
 @dataclass(eq=False, slots=True)
@@ -272,6 +396,7 @@ class ChargingEngine:
         self._pending_terminations: list[PendingTermination] = []
         self._queue: deque[tuple[_Live, Action]] = deque()
         self._draining = False
+        self._listeners: list[Callable[[str, str], None]] = []
 
     # -- figures ---------------------------------------------------------------------------
 
@@ -294,6 +419,131 @@ class ChargingEngine:
         """The Session-Ids of a call's live Ro sessions."""
         call = self._by_call.get(call_id)
         return [] if call is None else [live.session_id for live in call.sessions]
+
+    # -- persistence -----------------------------------------------------------------------
+
+    def add_listener(self, listener: Callable[[str, str], None]) -> None:
+        """Call ``listener(call_id, key)`` after every change a restart needs.
+
+        ``key`` is the A-leg Call-ID (the context's User-Session-Id) for a call's
+        sessions, ``"ccrt:<Session-Id>"`` for a kept CCR-T.
+        """
+        self._listeners.append(listener)
+
+    def _changed(self, call_id: str, key: str) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(call_id, key)
+            except Exception:
+                log.failure("change listener failed for {key}", key=key)
+
+    def _session_changed(self, live: _Live) -> None:
+        """Tell the listeners, from the grant of the CCA-I to the end (not before)."""
+        if not self._listeners:
+            return
+        if live.session.persistent:
+            live.recorded = True
+        elif not live.recorded:
+            return
+        self._changed(live.call.call_id, live.context.call_id)
+
+    def keeps(self, call_id: str) -> bool:
+        """Whether the call has a session worth a snapshot (cheaper than snapshot_call)."""
+        call = self._by_call.get(call_id)
+        return call is not None and any(live.session.persistent for live in call.sessions)
+
+    def persistent_calls(self) -> dict[str, str]:
+        """Key (A-leg Call-ID) -> call id of every call with a session worth a snapshot."""
+        return {
+            live.context.call_id: call.call_id
+            for call in self._by_call.values()
+            for live in call.sessions
+            if live.session.persistent
+        }
+
+    def snapshot_call(self, call_id: str) -> dict[str, Any] | None:
+        """The call's sessions the OCS holds open, or None when there are none."""
+        call = self._by_call.get(call_id)
+        if call is None:
+            return None
+        sessions = [live.snapshot() for live in call.sessions if live.session.persistent]
+        if not sessions:
+            return None
+        return {
+            "call_id": call.call_id,
+            "admitted": call.admitted,
+            "closed": call.closed,
+            "sessions": sessions,
+        }
+
+    def load_call(self, data: dict[str, Any]) -> _Call:
+        """Sessions of :meth:`snapshot_call`, not installed yet (errors leave no state).
+
+        Raises KeyError, TypeError or ValueError when ``data`` is bad or one of its
+        sessions (or the call) is already live.
+        """
+        call = _Call(str(data["call_id"]), admitted=bool(data["admitted"]))
+        call.closed = bool(data["closed"])
+        if call.call_id in self._by_call:
+            raise ValueError(f"call {call.call_id} already has live sessions")
+        for item in data["sessions"]:
+            live = _Live.restore(item, call, self._config, self.stats)
+            if live.session_id in self._sessions or any(
+                p.session_id == live.session_id for p in self._pending_terminations
+            ):
+                raise ValueError(f"session {live.session_id} is already live")
+            call.sessions.append(live)
+        if not call.sessions:
+            raise ValueError("a charged call without sessions")
+        return call
+
+    def install_call(
+        self, call: _Call, *, end_at: float | None = None, cause: str = "restored"
+    ) -> None:
+        """Make a :meth:`load_call` result live and act on it (:meth:`RoSession.resume`).
+
+        ``end_at``: the call is over (not restorable, or ended on adoption) at that time.
+        """
+        self._by_call[call.call_id] = call
+        for live in call.sessions:
+            self._sessions[live.session_id] = live
+        if end_at is not None:
+            call.closed = True
+        now = self._now()
+        for live in list(call.sessions):
+            try:
+                self._feed(live, live.session.resume(now, end_at=end_at, cause=cause))
+            except Exception:
+                log.failure("session {session_id}: not resumed", session_id=live.session_id)
+
+    def snapshot_termination(self, session_id: str) -> dict[str, Any] | None:
+        """A kept CCR-T (:attr:`pending_terminations`) as JSON-able values, or None."""
+        for pending in self._pending_terminations:
+            if pending.session_id == session_id:
+                return {
+                    "session_id": pending.session_id,
+                    "call_id": pending.call_id,
+                    "message": base64.b64encode(pending.message.encode()).decode("ascii"),
+                    "attempts": pending.attempts,
+                }
+        return None
+
+    def restore_termination(self, data: dict[str, Any]) -> None:
+        """Keep a CCR-T of :meth:`snapshot_termination` and resend it now (T flag).
+
+        Raises KeyError, TypeError, ValueError or DecodeError, keeping nothing, if bad.
+        """
+        message = decode(base64.b64decode(str(data["message"]), validate=True))
+        session_id = str(data["session_id"])
+        if message.session_id != session_id:
+            raise ValueError("the kept CCR-T belongs to another session")
+        if session_id in self._sessions or self.snapshot_termination(session_id) is not None:
+            raise ValueError(f"session {session_id} is already live")
+        pending = PendingTermination(
+            session_id, str(data["call_id"]), mark_retransmission(message), int(data["attempts"])
+        )
+        self._pending_terminations.append(pending)
+        pending.timer = self._driver.schedule(self._now(), self._resend_termination, pending)
 
     def register_handlers(self, registry: HandlerRegistry) -> None:
         """Register :meth:`handle_rar` and :meth:`handle_asr` for the Ro application."""
@@ -355,6 +605,54 @@ class ChargingEngine:
                 self._feed(live, live.session.on_call_answered(at))
         except Exception:
             log.failure("call {call_id}: answer not handled", call_id=call_id)
+
+    def media_changed(
+        self, call_id: str, retarget: Callable[[ChargingContext], ChargingContext]
+    ) -> None:
+        """The call's media changed (a re-INVITE or UPDATE agreed, a late offer answered).
+
+        A session whose Rating-Group ``retarget`` changes reports the seconds used so far on
+        the old one and asks for units on the new one in one CCR-U with two
+        Multiple-Services-Credit-Control entries (TS 32.299 RATING_CONDITION_CHANGE), at
+        once, or as soon as the request pending now is answered; the new grant then drives
+        the session's timer.
+        """
+        try:
+            call = self._by_call.get(call_id)
+            if call is None:
+                return
+            for live in list(call.sessions):
+                target = retarget(live.context)
+                if target.rating_group == live.context.rating_group:
+                    live.media_switch = None  # changed back before the CCR-U could go
+                    continue
+                live.media_switch = target
+                self._media_step(live)
+        except Exception:
+            log.failure("call {call_id}: media change not handled", call_id=call_id)
+
+    def _media_step(self, live: _Live) -> None:
+        """Forget a settled rating switch; send the CCR-U of a waiting one if it can go."""
+        if live.switch_number is not None and (
+            live.in_flight is None or live.in_flight[0].request_number != live.switch_number
+        ):
+            live.switched_from = live.switch_number = None
+        target = live.media_switch
+        if target is None or live.session.finished or live.switch_number is not None:
+            return
+        number = live.session.next_request_number
+        sent, actions = live.session.on_rating_change(self._now())
+        if not sent:
+            return
+        log.info(
+            "session {session_id}: rating group {old} -> {new}",
+            session_id=live.session_id,
+            old=live.context.rating_group,
+            new=target.rating_group,
+        )
+        live.media_switch = None
+        live.switched_from, live.context, live.switch_number = live.context, target, number
+        self._feed(live, actions)
 
     def call_ended(
         self,
@@ -455,6 +753,7 @@ class ChargingEngine:
             self._queue.extend((live, action) for action in actions)
             self._drain()
         self._reschedule(live)
+        self._session_changed(live)
 
     def _defer(self, live: _Live, actions: Iterable[Action]) -> None:
         """Carry out ``actions`` from the session's timer, armed for now."""
@@ -556,6 +855,7 @@ class ChargingEngine:
             call.sessions.remove(live)
         if not call.sessions and self._by_call.get(call.call_id) is call:
             del self._by_call[call.call_id]
+        self._session_changed(live)
         log.debug(
             "session {session_id} of call {call_id} finished, {seconds} s billed",
             session_id=live.session_id,
@@ -598,6 +898,7 @@ class ChargingEngine:
                 self._queue.extend((live, a) for a in live.session.on_timer(self._now()))
             self._drain()
             self._reschedule(live)
+            self._session_changed(live)
         except Exception:
             log.failure("session {session_id}: timer failed", session_id=live.session_id)
 
@@ -628,6 +929,7 @@ class ChargingEngine:
                 cause_code=self._cause_code(live) if final else None,
                 termination_cause=live.termination_cause if final else None,
                 timestamps=Timestamps(live.context.request_time, live.answered_at),
+                previous=live.switched_from if send.request_number == live.switch_number else None,
             )
         except Exception:
             log.failure("session {session_id}: CCR not built", session_id=live.session_id)
@@ -637,8 +939,7 @@ class ChargingEngine:
         if send.retry and previous is not None and previous[0] == send.request_number:
             # RFC 6733 §3, §5.5.4: a retransmission keeps the End-to-End Identifier (if the
             # Diameter service wrote the one it chose onto the request it was given).
-            message.end_to_end = previous[1].end_to_end
-        live.last_sent = (send.request_number, message)
+            message.end_to_end = previous[1]
         live.token += 1
         token = live.token
         live.in_flight = (send, message)
@@ -647,6 +948,8 @@ class ChargingEngine:
             answer = self._client.send_request(message, destination_host=destination)
         except Exception as error:  # a client that raises instead of failing the Deferred
             answer = fail(error)
+        # The Diameter service has set the End-to-End Id it chose (when it took the request).
+        live.last_sent = (send.request_number, message.end_to_end)
         answer.addCallbacks(
             self._answered,
             self._send_failed,
@@ -685,9 +988,19 @@ class ChargingEngine:
             self._after_failure(live, sent, request, now, RequestFailure.TEMPORARY_ERROR)
             return
         actions = live.session.on_answer(now, answer)
+        code = answer.result_code
+        if (
+            sent.request_number == live.switch_number
+            and not 2000 <= code < 3000
+            and code not in _TRY_AGAIN
+            and code != ResultCode.CREDIT_CONTROL_NOT_APPLICABLE
+        ):
+            # The new rating group got nothing, the old one's units were given back.
+            actions += live.session.on_service_refused(now)
         if answer.result_code in _TRY_AGAIN:  # RFC 4006 §7: answered, but not by an OCS
             self._park_if_given_up(live, sent, request, actions)
         self._feed(live, actions)
+        self._media_step(live)
 
     def _send_failed(self, failure: Failure, live: _Live, token: int) -> None:
         if not self._current(live, token):
@@ -717,6 +1030,7 @@ class ChargingEngine:
         actions = live.session.on_request_failed(now, kind)
         self._park_if_given_up(live, sent, request, actions)
         self._feed(live, actions)
+        self._media_step(live)
 
     def _park_if_given_up(
         self, live: _Live, sent: SendCcr, request: Message | None, actions: list[Action]
@@ -739,16 +1053,21 @@ class ChargingEngine:
     # -- terminations no OCS took ---------------------------------------------------------
 
     def _park(self, live: _Live, request: Message) -> None:
-        pending = PendingTermination(
-            live.session_id, live.call.call_id, mark_retransmission(request)
-        )
+        pending = self.keep_termination(live.session_id, live.call.call_id, request)
+        self._changed(pending.call_id, f"ccrt:{pending.session_id}")
+
+    def keep_termination(self, session_id: str, owner: str, request: Message) -> PendingTermination:
+        """Keep a CCR-T no OCS took and resend it (T flag) every retry interval until one
+        does; also for sessions outside the engine (an ECUR event's, ``owner`` its id)."""
+        pending = PendingTermination(session_id, owner, mark_retransmission(request))
         self._pending_terminations.append(pending)
         log.warn(
             "session {session_id}: CCR-T kept, resent every {interval} s",
-            session_id=live.session_id,
+            session_id=session_id,
             interval=self._retry_interval,
         )
         self._arm_retry(pending)
+        return pending
 
     def _arm_retry(self, pending: PendingTermination) -> None:
         pending.timer = self._driver.schedule(
@@ -761,6 +1080,7 @@ class ChargingEngine:
             pending.timer = None
         if pending in self._pending_terminations:
             self._pending_terminations.remove(pending)
+            self._changed(pending.call_id, f"ccrt:{pending.session_id}")
 
     def _resend_termination(self, pending: PendingTermination) -> None:
         pending.timer = None

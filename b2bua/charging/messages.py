@@ -37,17 +37,27 @@ Where the call's data comes from (the A-leg INVITE, :func:`context_from_invite`)
   the incoming and outgoing PSTN legs), not into Inter-Operator-Identifier, which holds the
   operator identities exchanged in SIP (§7.2.80);
 * video or voice: an ``m=video`` stream with a non-zero port that is not inactive
-  (:mod:`b2bua.charging.sdp`) selects the video Service-Identifier and Rating-Group.
+  (:mod:`b2bua.charging.sdp`) selects the video Service-Identifier and Rating-Group;
+  :func:`with_video` moves a context from one to the other after a media change, and the
+  CCR-U of that switch (``previous``) reports the used seconds in an MSCC of the old
+  Rating-Group (Reporting-Reason RATING_CONDITION_CHANGE, TS 32.299) and requests units in
+  a second MSCC of the new one.
+
+Events (a SIP MESSAGE, :func:`context_for_message`): the parties as for an INVITE, the SMS
+Service-Identifier and Rating-Group; :func:`build_event_ccr` writes RFC 4006 §6.3's
+CCR-EVENT (Requested-Action DIRECT_DEBITING, §8.41) or §6.2's CCR-I/CCR-T, with units in
+CC-Service-Specific-Units (§8.26), Event-Type SIP-Method MESSAGE.
 """
 
 from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import IntEnum, StrEnum
 from typing import Any
 
+from b2bua.charging.event import EventCcr, EventRequestType
 from b2bua.charging.sdp import has_active_video
 from b2bua.charging.session import Answer, Ccfh, FinalUnitAction, RequestType, SendCcr
 from b2bua.diameter.avp import Avp
@@ -72,11 +82,15 @@ __all__ = [
     "TerminationCause",
     "Timestamps",
     "build_ccr",
+    "build_event_ccr",
+    "context_for_message",
     "context_from_invite",
     "mark_retransmission",
     "parse_cca",
+    "parse_event_cca",
     "service_context_id",
     "subscription_id",
+    "with_video",
 ]
 
 
@@ -149,6 +163,8 @@ class RoSettings:
     voice_rating_group: int = 100
     video_service_identifier: int = 1001
     video_rating_group: int = 200
+    sms_service_identifier: int = 1002  # SIP MESSAGE events (Kamailio has no SMS default)
+    sms_rating_group: int = 300  # the lab OCS's event-priced rating group
     node_functionality: int = 6  # AS (TS 32.299 §7.2.107)
     custom_user: str = ""  # a SIP header naming the subscriber, overriding PAI/From/R-URI
     app_provided_party: str = ""  # a SIP header for Application-Provided-Called-Party-Address
@@ -447,6 +463,52 @@ def context_from_invite(
     )
 
 
+def context_for_message(
+    request: Request,
+    *,
+    direction: Direction | str,
+    settings: RoSettings,
+    now: float,
+    incoming_trunk_id: str | None = None,
+    outgoing_trunk_id: str | None = None,
+) -> ChargingContext:
+    """The charging context of an out-of-dialog MESSAGE: the parties as for an INVITE, the
+    SMS Service-Identifier and Rating-Group (``sms_service_identifier``/``sms_rating_group``).
+    """
+    context = context_from_invite(
+        request,
+        direction=direction,
+        settings=settings,
+        now=now,
+        incoming_trunk_id=incoming_trunk_id,
+        outgoing_trunk_id=outgoing_trunk_id,
+    )
+    return replace(
+        context,
+        service_identifier=settings.sms_service_identifier,
+        rating_group=settings.sms_rating_group,
+        video=False,
+    )
+
+
+def with_video(context: ChargingContext, settings: RoSettings, video: bool) -> ChargingContext:
+    """``context`` charged as a video call (or as a voice call): Service-Identifier and
+    Rating-Group of that media, everything else kept."""
+    if video:
+        return replace(
+            context,
+            video=True,
+            service_identifier=settings.video_service_identifier,
+            rating_group=settings.video_rating_group,
+        )
+    return replace(
+        context,
+        video=False,
+        service_identifier=settings.voice_service_identifier,
+        rating_group=settings.voice_rating_group,
+    )
+
+
 # -- CCR -----------------------------------------------------------------------------------
 
 _REQUEST_TYPE_NAMES = {
@@ -517,6 +579,46 @@ def _ims_information(
     return ims
 
 
+def _ccr_head(
+    context: ChargingContext,
+    *,
+    request_type_name: str,
+    request_number: int,
+    session_id: str,
+    origin_host: str,
+    origin_realm: str,
+    destination_host: str | None,
+    destination_realm: str,
+    now: float,
+) -> list[tuple[str, Any]]:
+    """The AVPs every CCR starts with, up to Subscription-Id (RFC 4006 §3.1 order)."""
+    avps: list[tuple[str, Any]] = [
+        ("Session-Id", session_id),
+        ("Origin-Host", origin_host),
+        ("Origin-Realm", origin_realm),
+        ("Destination-Realm", destination_realm),
+        ("Auth-Application-Id", APP_CREDIT_CONTROL),
+        ("Service-Context-Id", context.service_context_id),
+        ("CC-Request-Type", request_type_name),
+        ("CC-Request-Number", request_number),
+    ]
+    if destination_host:
+        avps.append(("Destination-Host", destination_host))
+    if context.user_name:
+        avps.append(("User-Name", context.user_name))
+    avps.append(("Event-Timestamp", int(now)))
+    avps.append(
+        (
+            "Subscription-Id",
+            [
+                ("Subscription-Id-Type", int(context.subscriber_type)),
+                ("Subscription-Id-Data", context.subscriber),
+            ],
+        )
+    )
+    return avps
+
+
 def build_ccr(
     context: ChargingContext,
     send: SendCcr,
@@ -531,39 +633,28 @@ def build_ccr(
     cause_code: int | None = None,
     termination_cause: int | None = None,
     timestamps: Timestamps | None = None,
+    previous: ChargingContext | None = None,
 ) -> Message:
     """The Credit-Control-Request for ``send`` (see the module docstring for its AVPs).
 
     ``destination_host`` is the configured OCS; the one learned from earlier answers
     (``send.destination_host``) wins, and a retransmission to an alternate peer
     (``send.retry``) names none and carries the T flag. ``now`` is the Event-Timestamp
-    (Unix seconds).
+    (Unix seconds). ``previous`` is the context the call was charged under until a media
+    change: the used seconds are then reported in an MSCC of its Rating-Group and the
+    units requested in a second MSCC of ``context``'s (RFC 4006 §5.1.2, one request).
     """
     request_type = send.request_type
-    avps: list[tuple[str, Any]] = [
-        ("Session-Id", session_id),
-        ("Origin-Host", origin_host),
-        ("Origin-Realm", origin_realm),
-        ("Destination-Realm", destination_realm),
-        ("Auth-Application-Id", APP_CREDIT_CONTROL),
-        ("Service-Context-Id", context.service_context_id),
-        ("CC-Request-Type", _REQUEST_TYPE_NAMES[request_type]),
-        ("CC-Request-Number", send.request_number),
-    ]
-    host = None if send.retry else (send.destination_host or destination_host)
-    if host:
-        avps.append(("Destination-Host", host))
-    if context.user_name:
-        avps.append(("User-Name", context.user_name))
-    avps.append(("Event-Timestamp", int(now)))
-    avps.append(
-        (
-            "Subscription-Id",
-            [
-                ("Subscription-Id-Type", int(context.subscriber_type)),
-                ("Subscription-Id-Data", context.subscriber),
-            ],
-        )
+    avps = _ccr_head(
+        context,
+        request_type_name=_REQUEST_TYPE_NAMES[request_type],
+        request_number=send.request_number,
+        session_id=session_id,
+        origin_host=origin_host,
+        origin_realm=origin_realm,
+        destination_host=None if send.retry else (send.destination_host or destination_host),
+        destination_realm=destination_realm,
+        now=now,
     )
     if request_type is RequestType.TERMINATION:
         avps.append(
@@ -581,7 +672,22 @@ def build_ccr(
         used: list[tuple[str, Any]] = [("CC-Time", send.used_seconds)]
         if request_type is RequestType.TERMINATION:
             used.append(("Reporting-Reason", "FINAL"))
-        mscc.append(("Used-Service-Unit", used))
+        elif previous is not None:
+            used.append(("Reporting-Reason", "RATING_CONDITION_CHANGE"))
+        usage = ("Used-Service-Unit", used)
+        if previous is not None and previous.rating_group != context.rating_group:
+            avps.append(
+                (
+                    "Multiple-Services-Credit-Control",
+                    [
+                        usage,
+                        ("Service-Identifier", previous.service_identifier),
+                        ("Rating-Group", previous.rating_group),
+                    ],
+                )
+            )
+        else:
+            mscc.append(usage)
     mscc.append(("Service-Identifier", context.service_identifier))
     mscc.append(("Rating-Group", context.rating_group))
     avps.append(("Multiple-Services-Credit-Control", mscc))
@@ -591,6 +697,72 @@ def build_ccr(
         sip_method=sip_method,
         cause_code=cause_code,
         timestamps=timestamps or Timestamps(request=context.request_time),
+    )
+    avps.append(("Service-Information", [("IMS-Information", ims)]))
+    return Message.request("Credit-Control", APP_CREDIT_CONTROL, avps, retransmit=send.retry)
+
+
+_EVENT_REQUEST_TYPE_NAMES = {
+    EventRequestType.INITIAL: "INITIAL_REQUEST",
+    EventRequestType.TERMINATION: "TERMINATION_REQUEST",
+    EventRequestType.EVENT: "EVENT_REQUEST",
+}
+
+
+def build_event_ccr(
+    context: ChargingContext,
+    send: EventCcr,
+    *,
+    session_id: str,
+    origin_host: str,
+    origin_realm: str,
+    destination_realm: str,
+    destination_host: str | None = None,
+    now: float,
+    sip_method: str = "MESSAGE",
+) -> Message:
+    """The CCR of a charged event: IEC's CCR-EVENT with Requested-Action DIRECT_DEBITING
+    (RFC 4006 §6.3), or ECUR's CCR-I/CCR-T (§6.2); units are CC-Service-Specific-Units
+    (§8.26) of the SMS Rating-Group; Service-Information as for a call, Event-Type MESSAGE.
+    """
+    request_type = send.request_type
+    avps = _ccr_head(
+        context,
+        request_type_name=_EVENT_REQUEST_TYPE_NAMES[request_type],
+        request_number=send.request_number,
+        session_id=session_id,
+        origin_host=origin_host,
+        origin_realm=origin_realm,
+        destination_host=None if send.retry else (send.destination_host or destination_host),
+        destination_realm=destination_realm,
+        now=now,
+    )
+    final = request_type is EventRequestType.TERMINATION
+    if final:
+        avps.append(("Termination-Cause", TerminationCause.LOGOUT))
+    if request_type is EventRequestType.EVENT:
+        avps.append(("Requested-Action", "DIRECT_DEBITING"))
+    if not final:
+        avps.append(("Multiple-Services-Indicator", "MULTIPLE_SERVICES_SUPPORTED"))
+    mscc: list[tuple[str, Any]] = []
+    if send.requested_units is not None and not final:
+        mscc.append(
+            ("Requested-Service-Unit", [("CC-Service-Specific-Units", send.requested_units)])
+        )
+    if send.used_units is not None:
+        used: list[tuple[str, Any]] = [("CC-Service-Specific-Units", send.used_units)]
+        if final:
+            used.append(("Reporting-Reason", "FINAL"))
+        mscc.append(("Used-Service-Unit", used))
+    mscc.append(("Service-Identifier", context.service_identifier))
+    mscc.append(("Rating-Group", context.rating_group))
+    avps.append(("Multiple-Services-Credit-Control", mscc))
+    ims = _ims_information(
+        context,
+        RequestType.TERMINATION if final else RequestType.INITIAL,
+        sip_method=sip_method,
+        cause_code=send.cause_code,
+        timestamps=Timestamps(request=context.request_time),
     )
     avps.append(("Service-Information", [("IMS-Information", ims)]))
     return Message.request("Credit-Control", APP_CREDIT_CONTROL, avps, retransmit=send.retry)
@@ -726,6 +898,17 @@ def parse_cca(message: Message, *, rating_group: int | None = None) -> Answer:
     )
 
 
+def parse_event_cca(message: Message, *, rating_group: int | None = None) -> Answer:
+    """:func:`parse_cca` for an event: the grant is in CC-Service-Specific-Units."""
+    answer = parse_cca(message, rating_group=rating_group)
+    mscc = _pick_mscc(message, rating_group)
+    granted = _first(
+        _int(_child(mscc, "Granted-Service-Unit", "CC-Service-Specific-Units")),
+        _int(_child(_top(message, "Granted-Service-Unit"), "CC-Service-Specific-Units")),
+    )
+    return replace(answer, granted_seconds=granted)
+
+
 #: Every AVP name this module writes or reads, checked against the dictionary in the tests.
 AVP_NAMES: tuple[str, ...] = (
     "Session-Id", "Origin-Host", "Origin-Realm", "Destination-Realm", "Destination-Host",
@@ -744,5 +927,6 @@ AVP_NAMES: tuple[str, ...] = (
     "Incoming-Trunk-Group-Id", "Outgoing-Trunk-Group-Id", "Cause-Code", "Result-Code",
     "Experimental-Result", "Experimental-Result-Code", "Granted-Service-Unit",
     "Validity-Time", "Final-Unit-Indication", "Final-Unit-Action", "Time-Quota-Threshold",
-    "CC-Session-Failover", "Credit-Control-Failure-Handling",
+    "CC-Session-Failover", "Credit-Control-Failure-Handling", "Requested-Action",
+    "CC-Service-Specific-Units",
 )  # fmt: skip

@@ -15,6 +15,11 @@ Implements the client side of RFC 4006 for session-based charging of a call:
   CC-Session-Failover (§8.4) allows it.
 * RFC 6733 §8.5: Abort-Session-Request ends the call, answered 2001.
 
+Persistence: :meth:`RoSession.snapshot` / :meth:`RoSession.restore` carry an opened session
+across a restart; :meth:`RoSession.resume` then acts on what happened while the process was
+down (a request in flight is retransmitted, RFC 4006 §5.7; a grant that ran out ends the
+call with the talk time up to its end).
+
 Time arrives as ``now`` (seconds, any epoch); out come plain action dataclasses and
 :meth:`RoSession.next_deadline`. Nothing here knows about Diameter encoding or the reactor.
 
@@ -33,6 +38,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum, StrEnum, auto
 from types import MappingProxyType
+from typing import Any
 
 from b2bua.charging.stats import CcrKind, ChargingStats
 from b2bua.charging.units import BillingRounding, final_seconds, whole_seconds
@@ -378,6 +384,159 @@ class RoSession:
         """The CC-Request-Number the next new request will carry (persist it across restarts)."""
         return self._next_number
 
+    # -- persistence -----------------------------------------------------------------------
+
+    @property
+    def persistent(self) -> bool:
+        """True while the OCS holds a session for us: a CCA-I granted, no CCR-T answered.
+
+        Only such a session is worth a snapshot: before the grant nothing is owed, after
+        the last answer nothing is left.
+        """
+        return self._opened and self._state is not _State.DONE
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every field that a restart must keep, as JSON-able values."""
+        pending = self._pending
+        request = None if pending is None else pending.request
+        return {
+            "state": self._state.name,
+            "next_number": self._next_number,
+            "reservation_units": self._reservation_units,
+            "opened": self._opened,
+            "terminated": self._terminated,
+            "end_queued": self._end_queued,
+            "end_cause": self._end_cause,
+            "answered_at": self._answered_at,
+            "ended_at": self._ended_at,
+            "auth_expiry_at": self._auth_expiry_at,
+            "reported": self._reported,
+            "budget": self._budget,
+            "grant_start": self._grant_start,
+            "grant_size": self._grant_size,
+            "final": self._final,
+            "validity_end": self._validity_end,
+            "buffer": self._buffer,
+            "ccfh": int(self._ccfh),
+            "failover": self._failover,
+            "destination_host": self._destination_host,
+            "killed": self._killed,
+            "deadline": self.next_deadline(),  # for operators; restore recomputes it
+            "pending": None
+            if pending is None or request is None
+            else {
+                "type": int(request.request_type),
+                "number": request.request_number,
+                "requested": request.requested_seconds,
+                "used": request.used_seconds,
+                "destination_host": request.destination_host,
+                "retry": request.retry,
+                "cause": request.cause,
+                "sent_at": pending.sent_at,
+                "reported_after": pending.reported_after,
+                "retried": pending.retried,
+            },
+        }
+
+    @classmethod
+    def restore(
+        cls,
+        data: Mapping[str, Any],
+        config: ChargingConfig | None = None,
+        *,
+        stats: ChargingStats | None = None,
+    ) -> RoSession:
+        """The session of a :meth:`snapshot` (KeyError, TypeError or ValueError if bad)."""
+        session = cls(config, reservation_units=_int(data["reservation_units"]), stats=stats)
+        session._state = _State[str(data["state"])]
+        session._next_number = _int(data["next_number"])
+        session._opened = bool(data["opened"])
+        session._terminated = bool(data["terminated"])
+        session._end_queued = bool(data["end_queued"])
+        session._end_cause = _opt_str(data["end_cause"])
+        session._answered_at = _opt_float(data["answered_at"])
+        session._ended_at = _opt_float(data["ended_at"])
+        session._auth_expiry_at = _opt_float(data["auth_expiry_at"])
+        session._reported = _int(data["reported"])
+        session._budget = _int(data["budget"])
+        session._grant_start = _int(data["grant_start"])
+        session._grant_size = _int(data["grant_size"])
+        session._final = bool(data["final"])
+        session._validity_end = _opt_float(data["validity_end"])
+        session._buffer = _int(data["buffer"])
+        session._ccfh = Ccfh(_int(data["ccfh"]))
+        session._failover = bool(data["failover"])
+        session._destination_host = _opt_str(data["destination_host"])
+        session._killed = bool(data["killed"])
+        pending = data["pending"]
+        if pending is not None:
+            request = SendCcr(
+                RequestType(_int(pending["type"])),
+                _int(pending["number"]),
+                _opt_int(pending["requested"]),
+                _opt_int(pending["used"]),
+                RequestType(_int(pending["type"])) is RequestType.TERMINATION,
+                destination_host=_opt_str(pending["destination_host"]),
+                retry=bool(pending["retry"]),
+                cause=_opt_str(pending["cause"]),
+            )
+            session._pending = _Pending(
+                request,
+                float(pending["sent_at"]),
+                _int(pending["reported_after"]),
+                retried=bool(pending["retried"]),
+            )
+        if session._state in (_State.PENDING_I, _State.PENDING_U, _State.PENDING_T) and (
+            session._pending is None
+        ):
+            raise ValueError(f"state {session._state.name} without its pending request")
+        return session
+
+    def resume(self, now: float, *, end_at: float | None = None, cause: str = "") -> list[Action]:
+        """Act on a restored session: what should have happened while we were down.
+
+        A request that was in flight is sent again with the same CC-Request-Number and the
+        T flag (RFC 4006 §5.7: its answer is lost; the OCS recognises the duplicate).
+        ``end_at`` (the call cannot go on): the call ended then; its CCR-T follows,
+        reporting at most what was granted. Otherwise a grant used up while we were down
+        ends the call (BYE, CCR-T up to when the grant ran out), and updates due go out.
+        """
+        pending = self._pending
+        if self._state is _State.DONE:
+            return []
+        if pending is not None:
+            request = pending.request
+            again = SendCcr(
+                request.request_type,
+                request.request_number,
+                request.requested_seconds,
+                request.used_seconds,
+                request.final,
+                destination_host=None,
+                retry=True,
+                cause=request.cause,
+            )
+            self._pending = _Pending(again, now, pending.reported_after, retried=pending.retried)
+            if self._stats is not None:
+                self._stats.request_sent(_KIND[request.request_type])
+            self._out.append(again)
+        if end_at is not None:
+            if self._ended_at is None:
+                self._ended_at = end_at
+                self._service_terminated(now, cause)
+            return self._drain()
+        answered = self._answered_at
+        if (
+            self._ended_at is None
+            and answered is not None
+            and self._state in (_State.OPEN, _State.PENDING_U)
+            and now >= answered + self._budget
+        ):
+            self._end_call(now, EndReason.CREDIT_EXHAUSTED, talk_end=answered + self._budget)
+            return self._drain()
+        self._poll(now)
+        return self._drain()
+
     # -- inputs ----------------------------------------------------------------------------
 
     def start(self, now: float) -> list[Action]:
@@ -459,6 +618,25 @@ class RoSession:
             code = ResultCode.SUCCESS
         self._poll(now)
         return code, self._drain()
+
+    def on_rating_change(self, now: float) -> tuple[bool, list[Action]]:
+        """The call's rating changed (video added or removed; TS 32.299
+        RATING_CONDITION_CHANGE): report the usage so far at once in a CCR-U that asks for
+        units anew. ``(False, [])`` when no update can go now (not open, or one pending).
+        """
+        if self._state is not _State.OPEN or self._ended_at is not None:
+            return False, []
+        self._send_update(now)
+        self._poll(now)
+        return True, self._drain()
+
+    def on_service_refused(self, now: float) -> list[Action]:
+        """The OCS refused the units the call needs after a rating change (the old group's
+        reservation was released by that report): end the call now for lack of credit."""
+        if self._state in (_State.NEW, _State.DONE):
+            return []
+        self._end_call(now, EndReason.CREDIT_EXHAUSTED)
+        return self._drain()
 
     def on_abort(self, now: float) -> tuple[int, list[Action]]:
         """Abort-Session-Request: end the call, then CCR-T; the ASA Result-Code and actions.
@@ -764,3 +942,30 @@ class RoSession:
     def _drain(self) -> list[Action]:
         out, self._out = self._out, []
         return out
+
+
+def _int(value: Any) -> int:
+    """An integer field of a snapshot (a bool or float is an error, not a number)."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"expected an integer, not {value!r}")
+    return value
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if value is None else _int(value)
+
+
+def _opt_float(value: Any) -> float | None:
+    if value is None:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise TypeError(f"expected a number, not {value!r}")
+    return float(value)
+
+
+def _opt_str(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, not {value!r}")
+    return value

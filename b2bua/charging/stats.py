@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["STAT_NAMES", "CcrKind", "ChargingStats"]
+__all__ = ["EVENT_STAT_NAMES", "STAT_NAMES", "CcrKind", "ChargingStats"]
 
 CcrKind = Literal["initial", "interim", "final"]
 
@@ -31,6 +31,16 @@ STAT_NAMES: tuple[str, ...] = (
     "killed_calls",
 )
 
+#: Event charging (SIP MESSAGE, RFC 4006 §6), beyond Kamailio: every CCR of an event
+#: (IEC's CCR-EVENT, ECUR's CCR-I and CCR-T), its outcome, units debited, events refused.
+EVENT_STAT_NAMES: tuple[str, ...] = (
+    "event_ccrs",
+    "successful_event_ccrs",
+    "failed_event_ccrs",
+    "billed_events",
+    "refused_events",
+)
+
 
 @dataclass(slots=True)
 class ChargingStats:
@@ -50,6 +60,11 @@ class ChargingStats:
     ccr_timeouts: int = 0
     billed_secs: int = 0
     killed_calls: int = 0
+    event_ccrs: int = 0
+    successful_event_ccrs: int = 0
+    failed_event_ccrs: int = 0
+    billed_events: int = 0  # service units of events reported used to the OCS
+    refused_events: int = 0  # events answered with an error instead of being forwarded
 
     @property
     def ccr_avg_response_time(self) -> float:
@@ -80,9 +95,28 @@ class ChargingStats:
             self.ccr_timeouts += 1
         self._failure(kind)
 
+    def event_answer_received(self, *, success: bool, elapsed_ms: float) -> None:
+        """A CCA to an event's CCR came back; it counts in the response times too."""
+        self.ccr_responses += 1
+        self.ccr_responses_time += elapsed_ms
+        if success:
+            self.successful_event_ccrs += 1
+        else:
+            self.failed_event_ccrs += 1
+
+    def event_request_failed(self, *, timeout: bool) -> None:
+        """An event's CCR got no answer."""
+        if timeout:
+            self.ccr_timeouts += 1
+        self.failed_event_ccrs += 1
+
     def snapshot(self) -> dict[str, float]:
         """The 14 statistics by name."""
         return {name: getattr(self, name) for name in STAT_NAMES}
+
+    def event_snapshot(self) -> dict[str, float]:
+        """The event charging statistics by name."""
+        return {name: getattr(self, name) for name in EVENT_STAT_NAMES}
 
     def _success(self, kind: CcrKind) -> None:
         if kind == "initial":

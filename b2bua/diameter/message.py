@@ -504,7 +504,7 @@ def make_error_answer(
     msg = request if isinstance(request, Message) else None
     if msg is not None:
         sid = msg.find("Session-Id")
-        if sid is not None:
+        if sid is not None and _well_formed(sid):
             out.append(sid)
     out.append(Avp.new("Origin-Host", origin_host))
     out.append(Avp.new("Origin-Realm", origin_realm))
@@ -522,8 +522,18 @@ def make_error_answer(
     if error.failed_avp is not None:
         out.append(Avp(279, flags=FLAG_M, data=error.failed_avp))
     if msg is not None:
-        out.extend(msg.find_all("Proxy-Info"))
+        out.extend(avp for avp in msg.find_all("Proxy-Info") if _well_formed(avp))
     return answer
+
+
+def _well_formed(avp: Avp) -> bool:
+    """Whether ``avp`` (and every child of a Grouped one) decodes: a rejected request's own
+    malformed Session-Id or Proxy-Info must not make our error answer malformed too."""
+    try:
+        value = avp.value
+        return not avp.is_grouped or all(_well_formed(child) for child in value)
+    except DecodeError:
+        return False
 
 
 _NOT_ECHOED = frozenset(
@@ -542,7 +552,7 @@ def _echo_required(
             continue
         defn = avp.defn
         size = defn.fixed_size if defn is not None else None
-        if size is not None and len(avp.data) != size:
+        if (size is not None and len(avp.data) != size) or not _well_formed(avp):
             continue
         out.append(avp)
 

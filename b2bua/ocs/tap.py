@@ -22,6 +22,7 @@ from b2bua.daemon import DaemonRoot, refuse_configuration
 from b2bua.ocs.accounts import Account, AccountsFileError, load_accounts
 from b2bua.ocs.operator import late_namespace
 from b2bua.ocs.server import OcsService, make_ocs_service
+from b2bua.ops.gctune import tune_gc
 from b2bua.ops.manhole import ManholeService, PasswdChecker
 from b2bua.ops.passwd import read_passwd
 from b2bua.timers.driver import WheelDriver
@@ -114,4 +115,6 @@ def makeService(options: Options) -> IService:
     """twistd entry point."""
     from twisted.internet import reactor
 
-    return build_service(options, reactor)
+    root = build_service(options, reactor)
+    tune_gc()
+    return root

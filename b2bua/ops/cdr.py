@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
 
@@ -29,10 +30,12 @@ __all__ = [
     "FIELDS",
     "CdrFile",
     "CdrWriter",
+    "SessionFigures",
     "cdr_record",
     "engine_lookup",
     "format_line",
     "iso",
+    "session_figures",
 ]
 
 log = logs.logger(__name__)
@@ -165,6 +168,39 @@ class CdrFile:
         return (on_disk.st_dev, on_disk.st_ino) != (opened.st_dev, opened.st_ino)
 
 
+@dataclass(frozen=True, slots=True)
+class SessionFigures:
+    """What one Ro session of a call stands at: seconds granted so far, seconds reported."""
+
+    session_id: str
+    granted: int  # every CCA's grant, cumulated (RoSession's budget)
+    used: int  # seconds reported to the OCS so far
+    over: bool  # the CCR-T left (or the session ended without one): ``used`` is final
+
+
+def session_figures(engine: ChargingEngine, call_id: str) -> list[SessionFigures]:
+    """The figures of each Ro session of a call; [] for a call the engine does not charge.
+
+    The engine has no public per-call figure; this reads its session table (one place,
+    for the CDRs and the manhole's ``calls()``).
+    """
+    call = engine._by_call.get(call_id)
+    if call is None:
+        return []
+    figures = []
+    for live in call.sessions:
+        session = live.session
+        figures.append(
+            SessionFigures(
+                live.session_id,
+                int(session.snapshot()["budget"]),
+                session.billed_seconds,
+                session.finished or session._terminated,
+            )
+        )
+    return figures
+
+
 def engine_lookup(engine: ChargingEngine) -> ChargingLookup:
     """What the charging engine knows of a call at its end, for :class:`CdrWriter`.
 
@@ -172,21 +208,14 @@ def engine_lookup(engine: ChargingEngine) -> ChargingLookup:
     observes after the charging controller), when each session has sent its CCR-T: the
     seconds it reported are final.  Billed seconds are None when the call had no Ro
     session, or when a CCR-T is still waiting behind a CCR-U in flight (not known yet).
-    The engine has no public per-call figure; this reads its session table.
     """
 
     def lookup(call_id: str) -> tuple[list[str], int | None]:
         session_ids = engine.session_ids_of(call_id)
-        call = engine._by_call.get(call_id)
-        if call is None or not call.sessions:
+        figures = session_figures(engine, call_id)
+        if not figures or not all(figure.over for figure in figures):
             return session_ids, None
-        billed = 0
-        for live in call.sessions:
-            session = live.session
-            if not (session.finished or session._terminated):
-                return session_ids, None
-            billed += session.billed_seconds
-        return session_ids, billed
+        return session_ids, sum(figure.used for figure in figures)
 
     return lookup
 

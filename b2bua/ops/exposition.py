@@ -9,11 +9,20 @@ from __future__ import annotations
 
 import math
 import re
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["CONTENT_TYPE", "Family", "Sample", "format_value", "histogram", "render"]
+__all__ = [
+    "CONTENT_TYPE",
+    "Family",
+    "Histogram",
+    "Sample",
+    "format_value",
+    "histogram",
+    "render",
+]
 
 #: The Content-Type of the text format this module writes.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -97,6 +106,43 @@ def render(families: Iterable[Family]) -> str:
     return "\n".join(lines) + "\n" if lines else ""
 
 
+class Histogram:
+    """A live histogram with fixed buckets: :meth:`observe` is a bisect and an increment.
+
+    Counts are kept per bucket and made cumulative only when a scrape reads them, so that
+    the hot path (one sample per answered request) allocates nothing.
+    """
+
+    __slots__ = ("bounds", "count", "counts", "sum")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        if not bounds or list(bounds) != sorted(set(bounds)):
+            raise ValueError("histogram bounds must be increasing")
+        self.bounds = tuple(float(bound) for bound in bounds)
+        self.counts = [0] * (len(self.bounds) + 1)  # the last one: above every bound
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        """Count one observation (a value equal to a bound goes in that bound's bucket)."""
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+        self.count += 1
+
+    def samples(self, labels: Mapping[str, str] | None = None) -> list[Sample]:
+        """The cumulative ``_bucket`` samples (``+Inf`` last), then ``_sum`` and ``_count``."""
+        base = dict(labels or {})
+        samples: list[Sample] = []
+        running = 0
+        for bound, count in zip(self.bounds, self.counts, strict=False):
+            running += count
+            samples.append(Sample(running, {**base, "le": format_value(bound)}, "_bucket"))
+        samples.append(Sample(self.count, {**base, "le": "+Inf"}, "_bucket"))
+        samples.append(Sample(self.sum, base, "_sum"))
+        samples.append(Sample(self.count, base, "_count"))
+        return samples
+
+
 def histogram(
     bounds: Sequence[float],
     observations: Iterable[float],
@@ -106,22 +152,7 @@ def histogram(
 
     ``bounds`` are the upper bounds, increasing; the ``+Inf`` bucket is added.
     """
-    if list(bounds) != sorted(set(bounds)):
-        raise ValueError("histogram bounds must be increasing")
-    base = dict(labels or {})
-    counts = [0] * len(bounds)
-    total, count = 0.0, 0
+    live = Histogram(bounds)
     for value in observations:
-        count += 1
-        total += value
-        for index, bound in enumerate(bounds):
-            if value <= bound:
-                counts[index] += 1
-    samples = [
-        Sample(counts[index], {**base, "le": format_value(float(bound))}, "_bucket")
-        for index, bound in enumerate(bounds)
-    ]
-    samples.append(Sample(count, {**base, "le": "+Inf"}, "_bucket"))
-    samples.append(Sample(total, base, "_sum"))
-    samples.append(Sample(count, base, "_count"))
-    return samples
+        live.observe(value)
+    return live.samples(labels)

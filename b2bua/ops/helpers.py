@@ -14,6 +14,7 @@ from dataclasses import fields, is_dataclass
 from typing import TYPE_CHECKING, Any
 
 from b2bua.call.events import CallState, EndReason
+from b2bua.ops.cdr import session_figures
 
 if TYPE_CHECKING:
     from b2bua.call.bridge import Call
@@ -58,6 +59,11 @@ def _ago(now: float, then: float | None) -> str:
     return "never" if then is None else f"{max(0.0, now - then):.1f}s ago"
 
 
+def _brief(text: str, limit: int = 100) -> str:
+    """``text`` cut to ``limit`` characters (an SDP body would fill the screen)."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _number(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.3f}".rstrip("0").rstrip(".") if value != int(value) else str(int(value))
@@ -82,7 +88,7 @@ def _counters(obj: object, prefix: str = "") -> list[tuple[str, object]]:
 
 #: name, signature, what it does: what help() prints.
 HELPERS: tuple[tuple[str, str, str], ...] = (
-    ("calls", "calls()", "the calls in progress: id, caller, callee, state, duration, Ro sessions"),
+    ("calls", "calls()", "calls in progress: caller, callee, state, duration, Ro units, sessions"),
     ("call", "call(id)", "everything known about one call (its id or either leg's Call-ID)"),
     ("kill", "kill(id, reason='operator')", "end a call: BYE to both legs, CCR-T to the OCS"),
     ("stats", "stats()", "the 14 Ro statistics (Kamailio names), SIP and Diameter counters"),
@@ -128,6 +134,16 @@ class Operator:
             return []
         return list(charging.session_ids_of(call.id))
 
+    def _units(self, call: Call, *, long: bool = False) -> str:
+        """Seconds granted and used of each Ro session: ``60/30s``, or spelt out; ``-``."""
+        charging = getattr(self.root, "charging", None)
+        if charging is None:
+            return "-"
+        figures = session_figures(charging, call.id)
+        if long:
+            return "; ".join(f"granted {f.granted}, used {f.used}" for f in figures) or "-"
+        return " ".join(f"{f.granted}/{f.used}s" for f in figures) or "-"
+
     def _duration(self, call: Call) -> float:
         if call.answered_at is None:
             return 0.0
@@ -146,11 +162,12 @@ class Operator:
                 call.callee,
                 call.state.value,
                 _seconds(self._duration(call)),
+                self._units(call),
                 " ".join(self._sessions(call)) or "-",
             )
             for call in sorted(calls, key=lambda call: call.received_at)
         ]
-        headers = ("id", "caller", "callee", "state", "duration", "ro sessions")
+        headers = ("id", "caller", "callee", "state", "duration", "granted/used", "ro sessions")
         return Report(table(headers, rows) + f"\n{len(calls)} call(s)")
 
     def _find(self, call_id: str) -> Call | None:
@@ -175,12 +192,13 @@ class Operator:
             ("answered", _ago(now, call.answered_at)),
             ("duration", _seconds(self._duration(call))),
             ("ro sessions", ", ".join(self._sessions(call)) or "-"),
+            ("ro seconds", self._units(call, long=True)),
         ]
         if call.end_reason is not None:
             status = f" ({call.end_status})" if call.end_status is not None else ""
             items.append(("ended", f"{call.end_reason.value}{status}"))
         for key, value in sorted(call.data.items()):
-            items.append((f"data.{key}", repr(value)))
+            items.append((f"data.{key}", _brief(repr(value))))
         return Report(pairs(items))
 
     def kill(self, call_id: str, reason: str = "operator") -> Report:
@@ -205,6 +223,7 @@ class Operator:
             items: list[tuple[str, object]] = [
                 (name, _number(value)) for name, value in charging.stats.snapshot().items()
             ]
+            items += [(name, value) for name, value in charging.stats.event_snapshot().items()]
             items.append(("active_sessions", charging.active_sessions))
             sections.append("[charging]\n" + pairs(items))
         else:

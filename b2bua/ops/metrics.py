@@ -6,8 +6,9 @@ renders them with :mod:`b2bua.ops.exposition`; nothing is done per SIP or Diamet
 message for the metrics' sake.  The names are listed in :data:`CHARGING_METRICS` and in
 README.md ("Metrics and CDRs").
 
-A metrics listener that cannot bind is logged as an error and left off: observability
-must not keep calls from being handled.
+A metrics listener that cannot bind ends start-up (one line, exit status 1), as any
+other listener does: a node whose monitoring silently failed would look healthy while
+blind.  ``[metrics] listen`` empty runs without it.
 """
 
 from __future__ import annotations
@@ -18,15 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
-from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from b2bua import logs
 from b2bua.call.events import EndReason
 from b2bua.charging.stats import STAT_NAMES
+from b2bua.daemon import listen_now
 from b2bua.ops.exposition import CONTENT_TYPE, Family, MetricType, Sample, render
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from b2bua.charging.engine import ChargingEngine
     from b2bua.diameter.service import DiameterService
     from b2bua.sip.endpoint import SipEndpoint
+    from b2bua.store.service import StoreService
 
 __all__ = ["CHARGING_METRICS", "MetricsResource", "MetricsService", "Sources", "collect"]
 
@@ -97,6 +98,31 @@ CHARGING_METRICS: dict[str, tuple[str, MetricType, str]] = {
     ),
 }
 
+#: Event charging statistics (SIP MESSAGE) -> (Prometheus name, type, help).
+EVENT_METRICS: dict[str, tuple[str, MetricType, str]] = {
+    "event_ccrs": ("b2bua_event_ccrs_total", "counter", "CCRs of charged events sent"),
+    "successful_event_ccrs": (
+        "b2bua_successful_event_ccrs_total",
+        "counter",
+        "CCAs of charged events with a 2xxx Result-Code",
+    ),
+    "failed_event_ccrs": (
+        "b2bua_failed_event_ccrs_total",
+        "counter",
+        "CCRs of charged events failed (error answer, timeout, no peer)",
+    ),
+    "billed_events": (
+        "b2bua_billed_events_total",
+        "counter",
+        "event units (messages) reported used to the OCS",
+    ),
+    "refused_events": (
+        "b2bua_refused_events_total",
+        "counter",
+        "charged events refused (no credit, charging error)",
+    ),
+}
+
 
 @dataclass(frozen=True, slots=True)
 class Sources:
@@ -106,6 +132,7 @@ class Sources:
     endpoint: SipEndpoint | None = None
     diameter: DiameterService | None = None
     charging: ChargingEngine | None = None
+    store: StoreService | None = None
 
 
 def _family(name: str, kind: MetricType, text: str, *samples: Sample) -> Family:
@@ -121,6 +148,9 @@ def collect(sources: Sources) -> list[Family]:
         for stat in STAT_NAMES:
             name, kind, text = CHARGING_METRICS[stat]
             families.append(_family(name, kind, text, Sample(snapshot[stat])))
+        for stat, value in charging.stats.event_snapshot().items():
+            name, kind, text = EVENT_METRICS[stat]
+            families.append(_family(name, kind, text, Sample(value)))
         families.append(
             _family(
                 "b2bua_ro_sessions_active",
@@ -161,11 +191,73 @@ def collect(sources: Sources) -> list[Family]:
                 Sample(calls.stats.calls_answered),
             )
         )
+        families.append(
+            _family(
+                "b2bua_calls_refused_overload_total",
+                "counter",
+                "initial INVITEs refused 503 by overload control (max_call_rate, overload_lag)",
+                Sample(calls.stats.refused_overload),
+            )
+        )
     if sources.endpoint is not None:
         families.extend(_sip(sources.endpoint))
     if sources.diameter is not None:
         families.extend(_diameter(sources.diameter))
+    if sources.store is not None:
+        families.extend(_store(sources.store))
     return families
+
+
+def _store(store: StoreService) -> list[Family]:
+    """[store]: Redis reachability, the write queue, and what was written and restored."""
+    stats = store.stats
+    return [
+        _family(
+            "b2bua_store_redis_up", "gauge", "1 while Redis answers", Sample(int(store.redis_up))
+        ),
+        _family(
+            "b2bua_store_queue_depth",
+            "gauge",
+            "calls whose writes wait for Redis",
+            Sample(store.queue_depth),
+        ),
+        _family(
+            "b2bua_store_writes_total",
+            "counter",
+            "call records written or deleted in Redis",
+            Sample(stats.writes),
+        ),
+        _family(
+            "b2bua_store_write_errors_total",
+            "counter",
+            "store writes that failed (queued for later)",
+            Sample(stats.write_errors),
+        ),
+        _family(
+            "b2bua_store_records_restored_total",
+            "counter",
+            "own call records restored at start",
+            Sample(stats.restored),
+        ),
+        _family(
+            "b2bua_store_records_adopted_total",
+            "counter",
+            "call records adopted from dead instances",
+            Sample(stats.adopted),
+        ),
+        _family(
+            "b2bua_store_bad_records_total",
+            "counter",
+            "call records that could not be restored (deleted)",
+            Sample(stats.bad_records),
+        ),
+        _family(
+            "b2bua_store_leases_lost_total",
+            "counter",
+            "renewals that found this instance's calls adopted by a survivor",
+            Sample(stats.leases_lost),
+        ),
+    ]
 
 
 def _sip(endpoint: SipEndpoint) -> list[Family]:
@@ -197,6 +289,12 @@ def _sip(endpoint: SipEndpoint) -> list[Family]:
                 Sample(count, {"code": str(code)})
                 for code, count in sorted(stats.responses_received_by_status.items())
             ),
+        ),
+        _family(
+            "b2bua_sip_transactions",
+            "gauge",
+            "SIP transactions live (client and server, until their RFC 3261 timers end them)",
+            Sample(len(endpoint.table)),
         ),
     ]
 
@@ -236,6 +334,16 @@ def _diameter(diameter: DiameterService) -> list[Family]:
             "counter",
             "Diameter requests not answered within Tx",
             Sample(diameter.stats.requests_timed_out),
+        ),
+        _family(
+            "b2bua_cca_latency_seconds",
+            "histogram",
+            "time from a CCR sent to its CCA received, by Diameter peer",
+            *(
+                sample
+                for peer, live in diameter.cca_latency()
+                for sample in live.samples({"peer": peer})
+            ),
         ),
     ]
 
@@ -277,27 +385,14 @@ class MetricsService(Service):
         self.site.noisy = False
         self._reactor = reactor
         self.port: IListeningPort | None = None
-        self._listening: Deferred[None] | None = None
 
     def startService(self) -> None:
-        super().startService()
-        endpoint = serverFromString(self._reactor, self.listen)
-        listening: Deferred[Any] = endpoint.listen(self.site)
-        listening.addCallbacks(self._listened, self._failed)
-        self._listening = listening
-
-    def _listened(self, port: IListeningPort) -> None:
+        port: IListeningPort = listen_now(self._reactor, self.listen, self.site, "metrics")
         self.port = port
+        super().startService()
         address = port.getHost()
         where = f"{getattr(address, 'host', '')}:{getattr(address, 'port', '')}".strip(":")
         log.info("metrics on http://{where}/metrics", where=where or self.listen)
-
-    def _failed(self, failure: Failure) -> None:
-        log.error(
-            "metrics cannot listen on {listen}: {error}; /metrics is off",
-            listen=self.listen,
-            error=failure.getErrorMessage(),
-        )
 
     def stopService(self) -> Deferred[None]:
         super().stopService()

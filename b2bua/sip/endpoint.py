@@ -277,7 +277,14 @@ class SipEndpoint:
                 protocol = SipDatagramProtocol(
                     self, self.stats.transport, self.settings.max_message_size
                 )
-                port = self.reactor.listenUDP(address.port, protocol, interface=address.host)
+                # Twisted reads 8192 bytes by default and truncates silently: read one byte
+                # more than the bound (UDP carries at most 64 KiB) so oversize is seen as such.
+                port = self.reactor.listenUDP(
+                    address.port,
+                    protocol,
+                    interface=address.host,
+                    maxPacketSize=min(self.settings.max_message_size + 1, 65536),
+                )
                 self._udp = self._udp or protocol
             elif address.transport == "tcp":
                 port = self.reactor.listenTCP(

@@ -43,6 +43,7 @@ from b2bua.sip.headers import (
 
 __all__ = [
     "COMPACT_FORMS",
+    "MAX_HEADER_LINES",
     "REASON_PHRASES",
     "SUPPORTED_SCHEMES",
     "Headers",
@@ -58,6 +59,10 @@ __all__ = [
 ]
 
 SIP_VERSION: Final = "SIP/2.0"
+
+#: Header lines (continuation lines included) a message may carry: a header flood or a
+#: message of thousands of Via lines is refused (513) before any field is parsed.
+MAX_HEADER_LINES: Final = 256
 
 #: §7.3.3 and later extensions: compact form -> canonical (lower-case) name.
 COMPACT_FORMS: Final[dict[str, str]] = {
@@ -714,6 +719,8 @@ def _parse_folded_fields(lines: list[str]) -> list[_Field]:
 def _parse_head(head: bytes) -> tuple[Request | Response, int | None]:
     """Parse start line + header fields; return the message and its Content-Length."""
     lines = head.decode("utf-8", "surrogateescape").split("\r\n")
+    if len(lines) > MAX_HEADER_LINES + 1:
+        raise SipParseError("too many header fields", 513)
     try:
         msg = _parse_start_line(lines[0])
     except SipParseError as err:

@@ -21,6 +21,7 @@ from b2bua.call.bridge import (
     SendAck,
     SendRequest,
     StartTimer,
+    StateChanged,
     StopTimer,
     answer_out_of_dialog,
     screen_invite,
@@ -777,3 +778,104 @@ def test_options_and_other_methods_out_of_dialog() -> None:
     assert ok.headers.get_fields("Supported") == ["100rel, timer"]
     refused = answer_out_of_dialog(caller_invite(method="MESSAGE", body=None), BridgeConfig())
     assert refused.status == 405 and refused.headers.get_fields("Allow") == [ALLOW]
+
+
+# ------------------------------------------------------------------ persistence
+
+
+def restored(run: Run, config: BridgeConfig | None = None, margin: int = 0) -> Run:
+    """A second Run whose bridge is ``run``'s rebuilt from its snapshot."""
+    import json
+
+    data = json.loads(json.dumps(run.bridge.snapshot()))
+    again = Run(config=config)
+    again.bridge = Bridge.restore(
+        data,
+        route=DEFAULT_ROUTE,
+        a_contact=A_CONTACT,
+        b_contact=B_CONTACT,
+        config=config or BridgeConfig(),
+        cseq_margin=margin,
+    )
+    again.server = FakeServer(again.bridge.call.invite)
+    again.timers.clear()
+    again.now = run.now
+    again.run(again.bridge.resume(run.now))
+    return again
+
+
+def test_state_changes_once_when_the_call_is_confirmed() -> None:
+    """The caller's ACK confirms the call: one StateChanged; before it, not restorable."""
+    run = Run()
+    run.run(run.bridge.admit(0.0))
+    run.reply(run.last("INVITE"), 200, body=SDP_B)
+    assert not run.bridge.restorable and StateChanged() not in run.events
+    run.ack_from_a()
+    assert run.bridge.restorable and run.events.count(StateChanged()) == 1
+
+
+def test_state_changes_on_target_refresh_and_session_refresh() -> None:
+    """A relayed re-INVITE's 2xx and our own refresh's 2xx each emit StateChanged."""
+    run = Run(config=short_timers())
+    run.connect()
+    count = run.events.count(StateChanged())
+    run.from_a("INVITE", 2, body=SDP_A)
+    run.reply(run.last("INVITE"), 200, body=SDP_B, contact="<sip:bob@10.0.0.77:5060>")
+    assert run.events.count(StateChanged()) == count + 1
+    assert str(run.bridge.b.dialog.remote_target) == "sip:bob@10.0.0.77:5060"
+    run.ack_from_a(cseq=2)
+    run.fire("st:B")
+    run.reply(run.last("INVITE"), 200, body=SDP_B)
+    assert run.events.count(StateChanged()) == count + 2
+
+
+def test_restored_bridge_snapshots_the_same_and_relays_bye() -> None:
+    """Bridge.restore(snapshot) gives the same snapshot, and a BYE from A reaches B."""
+    run = Run()
+    run.connect()
+    run.now = 12.0
+    again = restored(run)
+    assert again.bridge.snapshot() == run.bridge.snapshot()
+    assert again.state() is CallState.CONFIRMED and again.call.answered_at == 0.0
+    assert again.call.answer_sdp == SDP_B and again.call.invite.body == SDP_A
+    again.from_a("BYE", 2)
+    bye = again.last("BYE")
+    assert bye.request.to_tag == "b-tag" and bye.hop == CALLEE
+    assert again.call.end_reason is EndReason.CALLER_HANGUP
+
+
+def test_restored_bridge_rearms_session_timers_and_max_duration() -> None:
+    """resume() starts st:A/st:B from their last refresh and maxdur from the answer."""
+    run = Run(config=short_timers(max_call_duration=600.0))
+    run.connect()
+    run.now = 30.0
+    again = restored(run, short_timers(max_call_duration=600.0))
+    assert again.timers == {"st:A": 45.0, "st:B": 45.0, "maxdur": 600.0}
+    assert {name: run.timers[name] for name in again.timers} == again.timers
+
+
+def test_restored_bridge_cseq_margin_and_a_bad_snapshot() -> None:
+    """The margin raises both legs' CSeqs; a snapshot without dialogs is refused."""
+    run = Run()
+    run.connect()
+    again = restored(run, margin=500)
+    again.from_a("BYE", 2)
+    assert again.last("BYE").request.cseq.seq == 1 + 500 + 1  # B's INVITE was CSeq 1
+    data = run.bridge.snapshot()
+    data["b"]["dialog"] = None
+    with pytest.raises(ValueError):
+        Bridge.restore(
+            data, route=DEFAULT_ROUTE, a_contact=A_CONTACT, b_contact=B_CONTACT,
+            config=BridgeConfig(),
+        )  # fmt: skip
+
+
+def test_restore_keeps_the_timer_of_a_call_below_a_raised_min_se() -> None:
+    """A Min-SE raised since the call began does not refuse the restored call's INVITE."""
+    invite = caller_invite(extra=("Supported: timer", "Session-Expires: 90;refresher=uac"))
+    run = Run(invite=invite, config=short_timers())
+    run.connect()
+    stricter = BridgeConfig(timers=TimerSettings(session_expires=1800, min_se=600))
+    again = restored(run, stricter)
+    assert again.bridge.a.timer == run.bridge.a.timer
+    assert again.bridge.config is stricter

@@ -18,6 +18,7 @@ from b2bua.charging.engine import (
 from b2bua.charging.messages import SessionIdGenerator
 from b2bua.charging.session import Ccfh, ChargingConfig, RequestFailure
 from b2bua.charging.stats import ChargingStats
+from b2bua.diameter.errors import DecodeError
 from b2bua.diameter.message import Message
 from b2bua.timers.driver import WheelDriver
 from b2bua.timers.wheel import TimerWheel
@@ -763,3 +764,78 @@ def test_failures_are_classified_by_class_name(error: Exception, kind: RequestFa
 def test_reason_header_quotes_its_text() -> None:
     """Quotes and backslashes in the Reason text are escaped (RFC 3261 quoted-string)."""
     assert reason_header(402, 'say "no"\\') == 'SIP;cause=402;text="say \\"no\\"\\\\"'
+
+
+# -- persistence ----------------------------------------------------------------------------
+
+
+def test_snapshot_of_two_sessions_restores_into_another_engine() -> None:
+    """orig and term sessions of one call: snapshot, load into a fresh engine, same snapshot."""
+    rig = make_rig(ocs=TinyOcs({SUBSCRIBER: 1000, "15550199": 1000}))
+    rig.start()
+    rig.engine.start_call(CALL, make_context(CALL, direction="term"))
+    rig.advance_to(1.0)
+    rig.engine.call_answered(CALL)
+    data = rig.engine.snapshot_call(CALL)
+    assert data is not None and len(data["sessions"]) == 2 and data["admitted"]
+    other = make_rig()
+    other.advance_to(5.0)
+    other.engine.install_call(other.engine.load_call(data))
+    assert other.engine.snapshot_call(CALL) == data
+    assert other.engine.keeps(CALL) and other.engine.persistent_calls() == {CALL: CALL}
+    with pytest.raises(ValueError):
+        other.engine.load_call(data)  # already live
+
+
+def test_unopened_session_has_no_snapshot_and_is_not_announced() -> None:
+    """Before the CCA-I grant there is nothing to keep and listeners hear nothing."""
+    rig = make_rig()
+    heard: list[tuple[str, str]] = []
+    rig.engine.add_listener(lambda call_id, key: heard.append((call_id, key)))
+    rig.start()
+    assert rig.engine.snapshot_call(CALL) is None and heard == []
+    rig.advance_to(1.0)
+    assert heard == [(CALL, CALL)] and rig.engine.snapshot_call(CALL) is not None
+
+
+def test_a_failing_listener_is_logged_not_raised() -> None:
+    """A listener that raises does not stop charging."""
+    rig = make_rig()
+
+    def broken(call_id: str, key: str) -> None:
+        raise RuntimeError("store gone")
+
+    rig.engine.add_listener(broken)
+    rig.start()
+    rig.advance_to(1.0)
+    assert ("admit", CALL) in rig.calls.events
+    assert rig.engine.snapshot_call(CALL) is not None
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"message": "%%%"},
+        {"message": "AAAA"},
+        {"session_id": "someone-else"},
+        {"attempts": "x"},
+    ],
+)
+def test_bad_kept_ccr_t_raises_and_keeps_nothing(change: dict[str, Any]) -> None:
+    """A kept CCR-T record that does not decode or names another session is refused."""
+    rig = make_rig()
+    rig.start()
+    rig.advance_to(1.0)
+    rig.client.failures.extend([NoPeerAvailable(), NoPeerAvailable()])
+    rig.engine.call_ended(CALL)
+    rig.advance_to(2.0)
+    (kept,) = rig.engine.pending_terminations
+    data = rig.engine.snapshot_termination(kept.session_id)
+    assert data is not None
+    other = make_rig()
+    with pytest.raises((KeyError, TypeError, ValueError, DecodeError)):
+        other.engine.restore_termination({**data, **change})
+    assert other.engine.pending_terminations == [] and len(other.wheel) == 0
+    other.engine.restore_termination(data)
+    other.advance_to(1.0)
+    assert [used(r) for r in other.requests()] == [0]

@@ -1025,3 +1025,120 @@ def test_the_session_core_is_sans_io_and_codec_free() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, check=False)
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+
+
+# -- persistence ----------------------------------------------------------------------------
+
+
+def reborn(session: RoSession, config: ChargingConfig | None = None) -> RoSession:
+    """The session as a restart sees it: through a JSON snapshot."""
+    import json
+
+    return RoSession.restore(json.loads(json.dumps(session.snapshot())), config)
+
+
+def test_only_an_opened_session_is_persistent() -> None:
+    """Before the CCA-I grant and after the CCA-T there is nothing to keep."""
+    session = RoSession()
+    assert not session.persistent
+    request = ccr(session.start(0.0))
+    assert not session.persistent
+    session.on_answer(0.0, ok(30, request_number=request.request_number))
+    assert session.persistent
+    ending = session.on_call_ended(5.0, "bye")
+    assert session.persistent  # the CCR-T is owed until answered
+    finish(session, 5.1, ending)
+    assert not session.persistent
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from(["tick", "answer", "refuse", "fail", "rar"]), max_size=12))
+def test_a_restored_session_behaves_as_the_original(steps: list[str]) -> None:
+    """After every input, a session rebuilt from its snapshot acts exactly as the original."""
+    config = ChargingConfig(timer_buffer=5)
+    first, second = opened(config), reborn(opened(config), config)
+    now = 0.0
+    for step in steps:
+        second = reborn(second, config)
+        assert second.snapshot() == first.snapshot()
+        now += 7.5
+        outs: list[list[Action]] = []
+        for session in (first, second):
+            if step == "tick":
+                outs.append(session.on_timer(now))
+            elif step in ("answer", "refuse"):
+                code = 2001 if step == "answer" else 4012
+                outs.append(session.on_answer(now, Answer(code, granted_seconds=20)))
+            elif step == "fail":
+                outs.append(session.on_request_failed(now, RequestFailure.NO_PEER))
+            else:
+                outs.append(session.on_reauth(now)[1])
+        assert outs[0] == outs[1]
+    assert reborn(second, config).snapshot() == first.snapshot()
+
+
+def test_resume_resends_a_pending_update_with_the_t_flag() -> None:
+    """A CCR-U in flight at the crash goes again: same number, retry, no Destination-Host."""
+    session = opened(ChargingConfig(timer_buffer=8))
+    update = ccr(session.on_timer(22.0))
+    assert update.request_type is CCR_U and update.request_number == 1
+    again = ccr(reborn(session).resume(30.0))
+    assert again == replace(update, retry=True, destination_host=None)
+
+
+def test_resume_ends_a_call_whose_grant_ran_out_while_down() -> None:
+    """Past the end of a (non-final) grant: EndCall, and a CCR-T for the grant, not for now."""
+    session = reborn(opened(ChargingConfig(timer_buffer=8), grant=30))
+    actions = session.resume(100.0)
+    assert of(actions, EndCall) == [EndCall(EndReason.CREDIT_EXHAUSTED)]
+    request = ccr(actions)
+    assert (request.request_type, request.request_number, request.used_seconds) == (CCR_T, 1, 30)
+    assert session.killed
+
+
+def test_resume_sends_a_due_update_when_the_grant_still_runs() -> None:
+    """Past the CCR-U point but within the grant: the CCR-U goes at once, numbered 1."""
+    session = reborn(opened(ChargingConfig(timer_buffer=8), grant=30))
+    request = ccr(session.resume(25.0))
+    assert (request.request_type, request.request_number, request.used_seconds) == (CCR_U, 1, 25)
+
+
+def test_resume_with_an_end_reports_up_to_that_end() -> None:
+    """end_at: the call is over then; the CCR-T reports the talk up to it (capped by the grant)."""
+    session = reborn(opened(grant=30))
+    request = ccr(session.resume(50.0, end_at=12.0))
+    assert (request.request_type, request.used_seconds) == (CCR_T, 12)
+    capped = ccr(reborn(opened(grant=30)).resume(80.0, end_at=80.0))
+    assert capped.used_seconds == 30
+
+
+def test_resume_of_a_never_answered_session_reports_zero() -> None:
+    """A session whose call never got its 200 OK: CCR-T with 0 seconds used."""
+    session = reborn(opened(answered_at=None))
+    request = ccr(session.resume(40.0, end_at=20.0))
+    assert request.request_type is CCR_T and request.used_seconds == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("next_number", 1.5), ("state", "NOPE"), ("ccfh", 9), ("answered_at", "0"), ("final", None)],
+)
+def test_restore_refuses_a_bad_snapshot(name: str, value: object) -> None:
+    """Wrong types and unknown enum values raise; a missing field raises KeyError."""
+    data = opened().snapshot()
+    if value is None:
+        del data[name]
+    else:
+        data[name] = value
+    with pytest.raises((KeyError, TypeError, ValueError)):
+        RoSession.restore(data)
+
+
+def test_restore_refuses_a_pending_state_without_its_request() -> None:
+    """PENDING_U without the request it waits for is not a session."""
+    session = opened(ChargingConfig(timer_buffer=8))
+    session.on_timer(22.0)
+    data = session.snapshot()
+    data["pending"] = None
+    with pytest.raises(ValueError):
+        RoSession.restore(data)

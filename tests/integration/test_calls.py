@@ -41,6 +41,7 @@ class Lab:
             f"[log]\nlevel = debug\n"
             f"[calls]\n{calls}\n"
             f"[route:callee]\nnext_hop = 127.0.0.1:{self.callee_port}\n"
+            "[metrics]\nlisten =\n"  # not the default port, shared by every daemon
         )
         self.daemon = Daemon(config, log_path=self.dir / "b2bua.log")
         self.daemon.wait_for_log("b2bua started")

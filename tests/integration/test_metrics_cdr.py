@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from b2bua.charging.stats import STAT_NAMES
+from b2bua.diameter.service import CCA_LATENCY_BOUNDS
 from b2bua.ops.metrics import CHARGING_METRICS
 from tests.support.daemon import Daemon
 from tests.support.ports import free_port
@@ -149,6 +150,13 @@ def test_one_charged_call_shows_in_metrics_and_in_one_cdr_line(lab: Lab) -> None
     assert samples['b2bua_diameter_peer_up{peer="ocs"}'] == 1
     assert samples["b2bua_diameter_pending_requests"] == 0
     assert samples['b2bua_diameter_answer_latency_seconds{peer="ocs"}'] > 0
+    # CCA-I and CCA-T, each counted once; every bucket is cumulative up to +Inf.
+    histogram = 'b2bua_cca_latency_seconds_bucket{peer="ocs",le="%s"}'
+    assert samples['b2bua_cca_latency_seconds_count{peer="ocs"}'] == 2
+    assert samples[histogram % "+Inf"] == 2 and samples[histogram % "10"] == 2
+    buckets = [value for name, value in samples.items() if name.startswith(histogram[:-8])]
+    assert len(buckets) == len(CCA_LATENCY_BOUNDS) + 1 and buckets == sorted(buckets)
+    assert samples['b2bua_cca_latency_seconds_sum{peer="ocs"}'] > 0
 
     (record,) = [json.loads(line) for line in lab.cdr.read_text().splitlines()]
     assert record["end_reason"] == "caller hung up" and record["sip_status"] is None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -62,7 +63,7 @@ class OpsLab:
             f"[ocs]\nenabled = yes\nlisten = aaa://127.0.0.1:{self.ocs_port}\n"
             "origin_host = ocs.test\norigin_realm = test\n"
             "accounts = accounts.json\nledger = ledger.jsonl\n"
-            "[metrics]\nlisten =\n"
+            "[metrics]\nlisten =\n[cdr]\nfile = cdr.jsonl\n"
             f"[manhole]\nlisten = tcp:{self.manhole_port}:interface=127.0.0.1\n"
             "passwd = manhole.passwd\n"
         )
@@ -91,7 +92,7 @@ class OpsLab:
         while time.monotonic() < deadline:
             text = self.console.run("calls()")
             rows = [line.split() for line in text.splitlines()[1:-1]]
-            confirmed = [row for row in rows if len(row) >= 6 and row[3] == "confirmed"]
+            confirmed = [row for row in rows if len(row) >= 7 and row[3] == "confirmed"]
             if confirmed:
                 return confirmed[0]
             time.sleep(0.2)
@@ -130,11 +131,13 @@ def lab(tmp_path: Path) -> Iterator[OpsLab]:
 def test_kill_from_the_console_sends_bye_to_both_legs_and_one_ccr_t(lab: OpsLab) -> None:
     """calls() shows the live call with its Ro session; kill(id) ends it: 2 BYEs, 1 CCR-T."""
     caller, callee = lab.start_call()
-    call_id, caller_uri, _, _, _, session = lab.wait_for_confirmed_call()
+    call_id, caller_uri, _, _, _, units, session = lab.wait_for_confirmed_call()
     assert CALLER in caller_uri
     assert session.startswith("b2bua.test;")
+    granted = re.fullmatch(r"(\d+)/0s", units)  # the CCA-I's grant; nothing reported yet
+    assert granted and int(granted.group(1)) > 0, units
     detail = lab.console.run(f"call({call_id!r})")
-    assert "state        confirmed" in detail and session in detail
+    assert re.search(r"^state +confirmed$", detail, re.MULTILINE) and session in detail
     stats = lab.console.run("stats()")
     assert "initial_ccrs" in stats and "killed_calls" in stats
     assert "Open" in lab.console.run("peers()")
@@ -168,3 +171,26 @@ def test_sighup_reloads_routes_while_a_call_is_up_and_the_call_goes_on(lab: OpsL
     assert run_until_done(caller, callee, timeout=30) == [0, 0], caller.report() + callee.report()
     lab.wait_for_terminations(1)
     assert "ended: operator kill" in lab.daemon.log_text()
+
+
+def test_sigterm_ends_a_live_call_with_bye_on_both_legs_and_a_ccr_t_then_exits_0(
+    lab: OpsLab,
+) -> None:
+    """SIGTERM (no grace): the call gets BYE on both legs and its one CCR-T, the CDR says
+    shutdown, the Diameter peer gets DPR, and the daemon exits with status 0."""
+    caller, callee = lab.start_call()
+    call_id = lab.wait_for_confirmed_call()[0]
+    lab.console.close()
+    lab.daemon.terminate()
+    assert run_until_done(caller, callee, timeout=30) == [0, 0], caller.report() + callee.report()
+    assert "BYE" in caller.messages() and "BYE" in callee.messages()
+    assert lab.daemon.process.wait(30) == 0, lab.daemon.log_text()
+    kinds = [e["request_type"] for e in lab.entries()]
+    assert kinds.count("INITIAL") == 1 and kinds.count("TERMINATE") == 1, lab.entries()
+    log = lab.daemon.log_text()
+    assert "SIGTERM: stopping" in log and f"call {call_id}: ended: shutdown" in log, log
+    assert "DPR/DPA" in log, log
+    (record,) = [json.loads(line) for line in (lab.dir / "cdr.jsonl").read_text().splitlines()]
+    assert record["call_id"] == call_id and record["end_reason"] == "shutdown"
+    billed = sum(int(str(e["debited"])) for e in lab.entries())
+    assert record["billed_secs"] == billed

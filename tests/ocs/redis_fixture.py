@@ -90,25 +90,27 @@ def start_redis_server(
     timeout: float = 10.0,
     executable: str | None = None,
     attempts: int = 3,
+    port: int | None = None,
 ) -> RedisServer:
     """Start redis-server in `directory` on a free port of `host`; wait for PING.
 
     The port is found by binding to port 0 and released before redis binds it; if another
-    process takes it in between, the start is retried on a new port.
+    process takes it in between, the start is retried on a new port. With `port` (a server
+    started again where it was), that port is used, once.
     """
     binary = executable or shutil.which("redis-server")
     if binary is None:
         raise RedisStartError("redis-server is not installed")
     directory.mkdir(parents=True, exist_ok=True)
     failure = ""
-    for _ in range(attempts):
-        port = _free_port(host)
+    for _ in range(1 if port is not None else attempts):
+        chosen = port if port is not None else _free_port(host)
         server = RedisServer(
             host,
-            port,
+            chosen,
             directory,
             subprocess.Popen(
-                [binary, *_options(host, port, directory)],
+                [binary, *_options(host, chosen, directory)],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -116,11 +118,11 @@ def start_redis_server(
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and server.process.poll() is None:
-            if ping(host, port):
+            if ping(host, chosen):
                 return server
             time.sleep(0.05)
         server.stop()
-        failure = f"redis-server on {host}:{port} did not answer PING:\n{_log_tail(server.log)}"
+        failure = f"redis-server on {host}:{chosen} did not answer PING:\n{_log_tail(server.log)}"
     raise RedisStartError(failure)
 
 

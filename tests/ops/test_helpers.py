@@ -89,9 +89,30 @@ ROUTES = (
 
 
 @dataclass
+class FakeSession:
+    """The figures of an Ro session that the helpers read."""
+
+    billed_seconds: int = 12
+    finished: bool = False
+    _terminated: bool = False
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"budget": 30}
+
+
+@dataclass
 class FakeCharging:
     stats: ChargingStats = field(default_factory=ChargingStats)
     sessions: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def _by_call(self) -> dict[str, Any]:
+        return {
+            call_id: SimpleNamespace(
+                sessions=[SimpleNamespace(session_id=sid, session=FakeSession()) for sid in ids]
+            )
+            for call_id, ids in self.sessions.items()
+        }
 
     @property
     def active_sessions(self) -> int:
@@ -153,15 +174,17 @@ def test_table_aligns_columns() -> None:
 
 
 def test_calls_lists_id_caller_callee_state_duration_and_ro_sessions() -> None:
-    """calls() has one line per call with its talk time so far and its Session-Ids."""
+    """calls() has one line per call: talk time so far, seconds granted/used, Session-Ids."""
     text = operator(FakeCall("c1", answered_at=NOW - 12.4), FakeCall("c2")).calls()
     lines = text.splitlines()
-    assert lines[0].split() == ["id", "caller", "callee", "state", "duration", "ro", "sessions"]
+    assert lines[0].split() == [
+        "id", "caller", "callee", "state", "duration", "granted/used", "ro", "sessions",
+    ]  # fmt: skip
     assert lines[1].split() == [
         "c1", "sip:+15550101@127.0.0.1", "sip:15550199@127.0.0.1", "confirmed", "12.4s",
-        "b2bua.test;1;1",
+        "30/12s", "b2bua.test;1;1",
     ]  # fmt: skip
-    assert lines[2].split()[3:] == ["calling", "0.0s", "-"]
+    assert lines[2].split()[3:] == ["calling", "0.0s", "-", "-"]
     assert lines[-1] == "2 call(s)"
 
 
@@ -178,6 +201,7 @@ def test_call_shows_everything_known_about_one_call() -> None:
     assert "a-leg        Call-ID c1-a@sbc tag ta via 127.0.0.1:5080;transport=udp" in text
     assert "answered     3.0s ago" in text
     assert "ro sessions  b2bua.test;1;1" in text
+    assert "ro seconds   granted 30, used 12" in text
     assert op.call("c1-a@sbc") == text
     assert op.call("nope") == "no call 'nope'"
 

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import socket
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Coroutine
-from typing import Any, ParamSpec, cast
+from typing import Any, ParamSpec
 
+import pytest
 import pytest_twisted  # type: ignore[import-untyped]  # no py.typed
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
 from twisted.internet.threads import deferToThread
-from twisted.logger import ILogObserver, globalLogPublisher
 
 from b2bua.charging.stats import STAT_NAMES
 from b2bua.config import parse_config_text
+from b2bua.daemon import ListenError
+from b2bua.diameter.service import CCA_LATENCY_BOUNDS
 from b2bua.ops.cdr import CdrWriter
 from b2bua.ops.exposition import Family, Sample, render
 from b2bua.ops.metrics import CHARGING_METRICS, MetricsService, Sources, collect
 from b2bua.tap import build_service
+from tests.support.daemon import twistd
 from tests.support.ports import free_port
 
 P = ParamSpec("P")
@@ -139,24 +143,57 @@ async def test_metrics_are_served_over_http_on_loopback() -> None:
 
 
 @in_reactor
-async def test_a_port_in_use_leaves_metrics_off_with_an_error() -> None:
-    """A listener that cannot bind logs one error and does not stop the process."""
+async def test_a_port_in_use_stops_start_up_with_one_clear_error() -> None:
+    """A listener that cannot bind raises ListenError naming it (start-up ends, status 1)."""
     reactor = the_reactor()
     port = free_port()
-    first = MetricsService(f"tcp:{port}:interface=127.0.0.1", list, reactor)
+    listen = f"tcp:{port}:interface=127.0.0.1"
+    first = MetricsService(listen, list, reactor)
     first.startService()
-    seen: list[str] = []
-
-    def observer(event: dict[str, Any]) -> None:
-        if "cannot listen" in event.get("log_format", ""):
-            seen.append(event["listen"])
-
-    globalLogPublisher.addObserver(cast(ILogObserver, observer))
     try:
-        second = MetricsService(f"tcp:{port}:interface=127.0.0.1", list, reactor)
-        second.startService()
-        assert second.port is None and seen == [f"tcp:{port}:interface=127.0.0.1"]
-        second.stopService()
+        second = MetricsService(listen, list, reactor)
+        with pytest.raises(ListenError, match=f"metrics cannot listen on {listen}: "):
+            second.startService()
+        assert second.port is None and not second.running
     finally:
-        globalLogPublisher.removeObserver(cast(ILogObserver, observer))
         await first.stopService()
+
+
+def test_metrics_port_in_use_ends_the_daemon_with_status_1(tmp_path: Any) -> None:
+    """The real daemon with its metrics port taken exits 1 with one critical line."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = tmp_path / "b2bua.conf"
+        config.write_text(
+            f"[sip]\nlisten = udp:127.0.0.1:{free_port()}\n"
+            f"[metrics]\nlisten = tcp:{port}:interface=127.0.0.1\n"
+        )
+        result = twistd("-n", "--pidfile=", "b2bua", "--config", str(config), cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    critical = [line for line in output.splitlines() if "#critical]" in line]
+    assert len(critical) == 1 and f"metrics cannot listen on tcp:{port}" in critical[0], output
+    assert "Traceback" not in output
+
+
+def test_cca_latency_histogram_counts_each_answer_once_by_peer() -> None:
+    """Observed latencies land in the first bucket whose bound is >= them; cumulative on read."""
+    root = build_service(parse_config_text(CONFIG + "[metrics]\nlisten =\n"), MemoryReactorClock())
+    assert root.diameter is not None
+    ((name, live),) = root.diameter.cca_latency()
+    assert name == "ocs" and live.bounds == CCA_LATENCY_BOUNDS
+    for seconds in (0.0004, 0.001, 0.003, 0.2, 30.0):
+        live.observe(seconds)
+    samples = lines_of(render(collect(Sources(diameter=root.diameter))))
+    bucket = 'b2bua_cca_latency_seconds_bucket{peer="ocs",le="%s"}'
+    assert samples[bucket % "0.001"] == "2"  # 0.4 ms and exactly 1 ms
+    assert samples[bucket % "0.0025"] == "2"
+    assert samples[bucket % "0.005"] == "3"
+    assert samples[bucket % "0.25"] == "4"
+    assert samples[bucket % "10"] == "4"
+    assert samples[bucket % "+Inf"] == "5"
+    assert samples['b2bua_cca_latency_seconds_count{peer="ocs"}'] == "5"
+    assert float(samples['b2bua_cca_latency_seconds_sum{peer="ocs"}']) == pytest.approx(30.2044)
+    assert samples["b2bua_diameter_pending_requests"] == "0"  # the gauges are still there

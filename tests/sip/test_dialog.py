@@ -210,3 +210,47 @@ def test_fresh_identifiers_are_random() -> None:
 def test_response_factory_is_usable() -> None:
     """The factory 200 parses (sanity check of the helpers used above)."""
     assert response(200).to_tag == "a6c85cf"
+
+
+# -- persistence ----------------------------------------------------------------------------
+
+
+def test_snapshot_restore_round_trips_every_field() -> None:
+    """Dialog.restore(snapshot) is the same dialog: ids, URIs, route set, CSeqs, flags."""
+    dialog = uas_dialog()
+    dialog.create_request("INFO")
+    dialog.early = False
+    again = Dialog.restore(dialog.snapshot())
+    assert again.snapshot() == dialog.snapshot()
+    bye, bye_again = dialog.create_request("BYE"), again.create_request("BYE")
+    assert bye.serialize() == bye_again.serialize()
+
+
+def test_restore_raises_the_local_cseq_by_the_margin() -> None:
+    """cseq_margin moves our CSeq past anything sent after the snapshot (§12.2.1.1)."""
+    dialog = uas_dialog()
+    first = dialog.create_request("INFO").cseq.seq
+    again = Dialog.restore(dialog.snapshot(), cseq_margin=1000)
+    assert again.create_request("BYE").cseq.seq == first + 1001
+    assert again.remote_seq == dialog.remote_seq
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "error"),
+    [
+        ("local_seq", "12", TypeError),
+        ("remote_seq", True, TypeError),
+        ("remote_target", "sip:<<", SipParseError),
+        ("call_id", None, None),
+    ],
+)
+def test_restore_refuses_a_bad_snapshot(name: str, value: object, error: type | None) -> None:
+    """A wrong type or an unparsable URI raises; a missing field raises KeyError."""
+    data = uas_dialog().snapshot()
+    if error is None:
+        del data[name]
+        error = KeyError
+    else:
+        data[name] = value
+    with pytest.raises(error):
+        Dialog.restore(data)

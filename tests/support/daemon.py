@@ -36,13 +36,23 @@ def _env() -> dict[str, str]:
 class Daemon:
     """A foreground ``twistd -n PLUGIN`` process (b2bua by default) whose log a test can read."""
 
-    def __init__(self, config: Path, *, log_path: Path, plugin: str = "b2bua") -> None:
+    def __init__(
+        self,
+        config: Path,
+        *,
+        log_path: Path,
+        plugin: str = "b2bua",
+        options: tuple[str, ...] = (),
+        cwd: Path = REPO,
+    ) -> None:
+        """``options``: more twistd options (e.g. ``--logfile=FILE``: ``log_path`` then holds
+        only what twistd prints before its log starts)."""
         self.log_path = log_path
         self._terminated = False
         self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [TWISTD, "-n", "--pidfile=", plugin, "--config", str(config)],
-            cwd=REPO,
+            [TWISTD, "-n", "--pidfile=", *options, plugin, "--config", str(config)],
+            cwd=cwd,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=_env(),
@@ -63,7 +73,7 @@ class Daemon:
         raise AssertionError(f"{needle!r} not logged within {timeout}s:\n{self.log_text()}")
 
     def terminate(self) -> None:
-        """Send SIGTERM once; a second one while twistd shuts down only makes it complain."""
+        """Send SIGTERM once (a second one while stopping is only logged)."""
         if not self._terminated and self.process.poll() is None:
             self._terminated = True
             self.process.terminate()
