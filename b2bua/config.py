@@ -857,6 +857,14 @@ class ChargingSettings:
         "RFC 4006 Direct-Debiting-Failure-Handling of a MESSAGE no OCS answered: "
         "refuse it (500) or forward it uncharged",
     )
+    termination_retry_interval: float = param(
+        Number(0.0, 86400.0, exclusive_minimum=True),
+        30.0,
+        "resend a CCR-Termination that no OCS took (T flag) this often (s)",
+    )
+    termination_retry_limit: int = param(
+        Integer(0), 0, "resends of such a CCR-Termination before it is dropped; 0: no limit"
+    )
 
     def charging_config(self) -> ChargingConfig:
         """The per-process settings of :class:`b2bua.charging.session.RoSession`."""
@@ -1414,6 +1422,11 @@ class StoreSettings:
     )
     connect_timeout: float = param(
         Number(0.1, 600.0), 5.0, "how long a Redis connection or command may take (s)"
+    )
+    diameter_wait: float = param(
+        Number(0.0, 600.0),
+        10.0,
+        "restored calls' CCRs wait this long at most for a usable Diameter peer (s)",
     )
 
     def cross_problems(self) -> list[tuple[str, str]]:

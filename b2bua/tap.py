@@ -20,8 +20,8 @@ from twisted.python import usage
 
 from b2bua import logs
 from b2bua.call.callmap import CallMap, make_call_service
-from b2bua.charging.controller import ChargingController
-from b2bua.charging.engine import ChargingEngine, RoIdentity
+from b2bua.charging.controller import ChargingController, event_figures
+from b2bua.charging.engine import ChargingEngine, DiameterClient, RoIdentity
 from b2bua.charging.messages import SessionIdGenerator
 from b2bua.charging.messaging import EventCharger
 from b2bua.config import Config, ConfigError, load_config
@@ -168,7 +168,11 @@ def build_service(config: Config, reactor: Any) -> B2buaService:
     root.calls = calls.callmap
     root.charging = None
     if root.diameter is not None:
-        root.charging = charging_engine(config, root.diameter, calls.callmap, timers, reactor)
+        # With a store, the engine's CCRs pass its gate (restore waits for a peer; fencing).
+        client = root.diameter if root.store is None else root.store.guard(root.diameter)
+        root.charging = charging_engine(
+            config, root.diameter, calls.callmap, timers, reactor, client=client
+        )
     if root.store is not None:
         join_calls(root.store, calls, root.charging)
     root.cdr = None
@@ -176,8 +180,10 @@ def build_service(config: Config, reactor: Any) -> B2buaService:
         # Observes after the charging controller: the CCR-Ts have left when it writes.
         output = CdrFile(config.cdr.file, max_bytes=config.cdr.max_bytes, keep=config.cdr.keep)
         lookup = engine_lookup(root.charging) if root.charging is not None else None
-        root.cdr = CdrWriter(output, lookup)
+        events = event_figures if root.charging is not None else None
+        root.cdr = CdrWriter(output, lookup, events)
         calls.callmap.add_observer(root.cdr)
+        calls.callmap.messages.observers.append(root.cdr)  # after the charging controller
     root.metrics = None
     if config.metrics.listen:
         sources = Sources(calls.callmap, endpoint, root.diameter, root.charging, root.store)
@@ -196,9 +202,18 @@ def build_service(config: Config, reactor: Any) -> B2buaService:
 
 
 def charging_engine(
-    config: Config, diameter: DiameterService, callmap: CallMap, timers: WheelDriver, clock: Any
+    config: Config,
+    diameter: DiameterService,
+    callmap: CallMap,
+    timers: WheelDriver,
+    clock: Any,
+    *,
+    client: DiameterClient | None = None,
 ) -> ChargingEngine:
-    """The Ro charging engine, joined to the call map and to the Diameter client."""
+    """The Ro charging engine, joined to the call map and to the Diameter client.
+
+    ``client``: what the engine sends its CCRs through (default ``diameter``).
+    """
     controller = ChargingController(callmap, config.charging.ro_settings(), clock)
     identity = RoIdentity(
         diameter.origin_host,
@@ -207,12 +222,14 @@ def charging_engine(
         diameter.destination_host or None,
     )
     engine = ChargingEngine(
-        client=diameter,
+        client=client or diameter,
         calls=controller,
         driver=timers,
         identity=identity,
         config=config.charging.charging_config(),
         single_ro_session_per_dialog=bool(config.charging.single_ro_session_per_dialog),
+        termination_retry_interval=config.charging.termination_retry_interval,
+        termination_retry_limit=config.charging.termination_retry_limit or None,
     )
     controller.engine = engine
     controller.events = EventCharger(

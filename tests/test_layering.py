@@ -25,6 +25,7 @@ GLUE = {
     "timers/driver.py",
     "store/redis.py",
     "store/service.py",
+    "store/gate.py",
     "ops/manhole.py",
     "ops/metrics.py",
     "ocs/backend_redis.py",

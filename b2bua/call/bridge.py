@@ -89,6 +89,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ALLOW",
+    "ALLOW_NO_MESSAGE",
     "Action",
     "Answered",
     "Bridge",
@@ -109,8 +110,11 @@ __all__ = [
     "screen_invite",
 ]
 
-#: Methods b2bua handles; sent in Allow (OPTIONS, 405, INVITE and its 2xx).
-ALLOW: Final = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, PRACK, NOTIFY, REFER"
+#: Methods b2bua handles in a dialog, sent in Allow (INVITE and its 2xx): MESSAGE too, as
+#: every request in a dialog but BYE and PRACK is relayed.
+ALLOW: Final = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, PRACK, NOTIFY, REFER, MESSAGE"
+#: Allow out of a dialog (OPTIONS, 405) where no route relays MESSAGE (no event charging).
+ALLOW_NO_MESSAGE: Final = ALLOW.removesuffix(", MESSAGE")
 #: Methods that need a Contact when sent in a dialog (target refresh, RFC 6665, RFC 3515).
 _CONTACT_METHODS: Final = TARGET_REFRESH_METHODS | {"SUBSCRIBE", "NOTIFY", "REFER"}
 #: Header fields that carry a method's meaning and cross with a relayed request.
@@ -290,6 +294,24 @@ class Call:
     production).  ``data`` is free for the observers (e.g. the charging session).
     """
 
+    __slots__ = (
+        "_control",
+        "a",
+        "answer_sdp",
+        "answered_at",
+        "b",
+        "data",
+        "end_reason",
+        "end_status",
+        "ended_at",
+        "id",
+        "invite",
+        "received_at",
+        "route",
+        "source",
+        "state",
+    )
+
     def __init__(
         self,
         call_id: str,
@@ -398,12 +420,15 @@ def _safe_uri(addr: NameAddr) -> object:
         return None
 
 
-def answer_out_of_dialog(request: Request, config: BridgeConfig) -> Response:
+def answer_out_of_dialog(
+    request: Request, config: BridgeConfig, *, message: bool = False
+) -> Response:
     """OPTIONS: 200 with what we support (SBC keepalives); other methods: 405 with Allow.
 
     A Require with an option tag we do not support gets 420 first (§8.2.2.3, RFC 4475
     §3.3.5). MESSAGE out of a dialog reaches here only on routes without event_charging
-    (405); the others relay it (:mod:`b2bua.call.relay`).
+    (405); the others relay it (:mod:`b2bua.call.relay`). ``message``: a route relays
+    MESSAGE for this request, so Allow lists it (RFC 3261 §20.5: the methods supported).
     """
     try:
         validate_request(request, supported=config.supported)
@@ -412,12 +437,12 @@ def answer_out_of_dialog(request: Request, config: BridgeConfig) -> Response:
             return _reject(request, 420, *err.headers)
     if request.method == "OPTIONS":
         response = make_response(request, 200, to_tag=new_tag())
-        response.headers.add("Allow", ALLOW)
+        response.headers.add("Allow", ALLOW if message else ALLOW_NO_MESSAGE)
         response.headers.add("Accept", "application/sdp")
         if config.supported:
             response.headers.add("Supported", ", ".join(sorted(config.supported)))
         return response
-    return _reject(request, 405, ("Allow", ALLOW))
+    return _reject(request, 405, ("Allow", ALLOW if message else ALLOW_NO_MESSAGE))
 
 
 # ----------------------------------------------------------------------- records
@@ -432,7 +457,7 @@ class _Purpose(Enum):
     FORK_BYE = "BYE of a late fork"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Incoming:
     """A request received that b2bua must answer."""
 
@@ -444,7 +469,7 @@ class _Incoming:
     timer: SessionTimer | None = None
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Outgoing:
     """A request b2bua sent in a client transaction."""
 
@@ -457,7 +482,7 @@ class _Outgoing:
     done: bool = False
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Reliable:
     """A reliable provisional response sent to the caller, waiting for its PRACK."""
 
@@ -469,7 +494,7 @@ class _Reliable:
     interval: float
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _PendingAck:
     """A 2xx b2bua sent to an INVITE, retransmitted until its ACK (§13.3.1.4)."""
 
@@ -505,6 +530,31 @@ def _hop_of(data: Any) -> Hop:
 class Bridge:
     """The state machine of one call; every method returns the actions to carry out."""
 
+    __slots__ = (
+        "__weakref__",
+        "_a_100rel",
+        "_a_requires_100rel",
+        "_actions",
+        "_b_invite",
+        "_bye_after_ack",
+        "_early_answer",
+        "_incoming",
+        "_initial",
+        "_media",
+        "_next_key",
+        "_offer",
+        "_out",
+        "_pending_acks",
+        "_reliable",
+        "_reliable_queue",
+        "_retries_422",
+        "_rseq",
+        "a",
+        "b",
+        "call",
+        "config",
+    )
+
     def __init__(
         self,
         invite: Request,
@@ -534,7 +584,7 @@ class Bridge:
         self._b_invite: _Outgoing | None = None
         self._offer: _Outgoing | None = None
         self._pending_acks: dict[Side, _PendingAck] = {}
-        self._bye_after_ack: set[Side] = set()
+        self._bye_after_ack: dict[Side, None] = {}  # a dict: an empty set is 216 bytes
         self._early_answer: tuple[bytes, str] | None = None
         # RFC 3262 toward the caller: its support, our RSeq, the 1xx awaiting its PRACK.
         a_tags = {
@@ -1000,7 +1050,7 @@ class Bridge:
         b.dialog = dialog
         b.forks.clear()
         b.last_fork = None
-        b.unacked.add(cseq)
+        b.unacked[cseq] = None
         b.learn_allow(response)
         if response.body:
             self._media[Side.B] = response.body
@@ -1082,7 +1132,7 @@ class Bridge:
             return
         ack = leg.acks.get(seq) or dialog.create_ack(seq)
         leg.acks[seq] = ack
-        leg.unacked.discard(seq)
+        leg.unacked.pop(seq, None)
         self._send_ack(out.side, ack, dialog)
 
     # --------------------------------------------------------- ACK handling
@@ -1127,16 +1177,35 @@ class Bridge:
             far_ack = far.dialog.create_ack(pending.far_cseq)
             HeaderPolicy.copy_body(ack, far_ack)
             far.acks[pending.far_cseq] = far_ack
-            far.unacked.discard(pending.far_cseq)
+            far.unacked.pop(pending.far_cseq, None)
             self._send_ack(side.other, far_ack)
         if side is Side.A and self.call.state is CallState.ANSWERED:
             self.call.state = CallState.CONFIRMED
+            self._release_setup()
             self._emit(StateChanged())
         if side in self._bye_after_ack:
-            self._bye_after_ack.discard(side)
+            self._bye_after_ack.pop(side, None)
             self._send_bye(side)
         self._maybe_finish()
         return self._flush()
+
+    def _release_setup(self) -> None:
+        """The caller ACKed our 2xx: let go of what only the call setup needed.
+
+        The caller's INVITE server transaction has nothing more to send (the endpoint keeps
+        it for the ACK's retransmissions), the B-leg INVITE is needed only for a late or
+        retransmitted 2xx (its Call-ID, From, To, CSeq and Request-URI: §13.2.2.4 ACK and
+        BYE), and the parsed headers of the messages kept for the call are made again if
+        read.  Most of a confirmed call's memory was these messages.
+        """
+        initial = self._initial
+        initial.server = _GoneServer(initial.request)
+        out = self._b_invite
+        if out is not None:
+            out.request = out.request.reduced("call-id", "from", "to", "cseq")
+        self.call.invite.forget_parsed()
+        for ack in self.b.acks.values():
+            ack.forget_parsed()
 
     def _ack_pending(self, side: Side) -> None:
         """ACK (without a body) every 2xx of ``side`` still waiting for the other leg."""
@@ -1156,7 +1225,7 @@ class Bridge:
         if now - pending.started >= self.config.timer_b:
             del self._pending_acks[side]
             if side in self._bye_after_ack:
-                self._bye_after_ack.discard(side)
+                self._bye_after_ack.pop(side, None)
                 self._send_bye(side)
             elif self.call.end_reason is None:
                 self._end(EndReason.ACK_TIMEOUT, now)
@@ -1314,7 +1383,7 @@ class Bridge:
             self._add_uas_timer_headers(relayed, origin_leg.timer, origin.request)
         self._respond(origin, relayed)
         if success and method == "INVITE":
-            far.unacked.add(out.request.cseq.seq)
+            far.unacked[out.request.cseq.seq] = None
             self._expect_ack(origin.side, origin, relayed, now, far_cseq=out.request.cseq.seq)
         if success and method in TARGET_REFRESH_METHODS and self.call.answered:
             self._arm_session_timer(Side.A, now)
@@ -1521,7 +1590,7 @@ class Bridge:
             if self._pending_acks.pop(Side.A, None) is not None:
                 self._emit(StopTimer("2xx:A"))
         elif Side.A in self._pending_acks:
-            self._bye_after_ack.add(Side.A)  # §15: no BYE before the ACK (or its timeout)
+            self._bye_after_ack[Side.A] = None  # §15: no BYE before the ACK (or its timeout)
         else:
             self._send_bye(Side.A, header)
         # The callee's side.
@@ -1530,7 +1599,7 @@ class Bridge:
             self._emit(CancelRequest(b_invite.key, header))
         elif self.b.dialog is not None and by is not Side.B:
             if Side.B in self._pending_acks:
-                self._bye_after_ack.add(Side.B)
+                self._bye_after_ack[Side.B] = None
             else:
                 self._ack_pending(Side.B)
                 self._send_bye(Side.B, header)

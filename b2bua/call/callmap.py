@@ -382,7 +382,8 @@ class CallMap:
         else:
             if request.method == "OPTIONS":
                 self.stats.options_answered += 1
-            server.respond(answer_out_of_dialog(request, self.config))
+            relayed = self.messages.relays(request, source.host) is not None
+            server.respond(answer_out_of_dialog(request, self.config, message=relayed))
 
     def _new_call(self, invite: Request, server: IncomingServer) -> None:
         source = server.source
@@ -535,6 +536,20 @@ class CallMap:
                  caller=call.caller, callee=call.callee)  # fmt: skip
         self._execute(bridge, bridge.resume(self.timers.seconds()))
         self._notify("call_restored", call)
+
+    def forget_call(self, call_id: str) -> bool:
+        """Drop a call (by id or either leg's Call-ID) without a word to either leg.
+
+        For a call another instance adopted (``b2bua.store``): the survivor ends or goes on
+        with it now. No BYE, no CANCEL, no observer hears of it (no CDR); client
+        transactions still running find no call when they finish.
+        """
+        bridge = self._bridges.get(call_id) or self._by_call_id.get(call_id)
+        if bridge is None:
+            return False
+        log.warn("call {call}: adopted by another instance; forgotten here", call=bridge.call.id)
+        self._forget(bridge)
+        return True
 
     def _unavailable(self, request: Request, reason: str) -> Response:
         response = make_response(request, 503, reason, to_tag=new_tag())

@@ -24,6 +24,9 @@ from b2bua.sip.message import Message, Request
 
 __all__ = ["Leg"]
 
+#: No methods known yet (one shared object: every empty frozenset() is a new one).
+_NONE: frozenset[str] = frozenset()
+
 
 class Leg:
     """b2bua's side of one leg.
@@ -79,11 +82,12 @@ class Leg:
         self.refresh_key: int | None = None
         self.refresh_failed = False
         self.refresh_with_invite = False
-        self.peer_allow: frozenset[str] = frozenset()
+        self.peer_allow: frozenset[str] = _NONE
         #: ACK we sent for the 2xx to our INVITE with this CSeq number.
         self.acks: dict[int, Request] = {}
-        #: CSeq numbers of our INVITEs whose 2xx is not ACKed yet (waiting for the other leg).
-        self.unacked: set[int] = set()
+        #: CSeq numbers of our INVITEs whose 2xx is not ACKed yet (waiting for the other leg);
+        #: a dict as a set (an empty set takes 216 bytes, an empty dict 64).
+        self.unacked: dict[int, None] = {}
         self.sdp_sent: tuple[bytes, str] | None = None
 
     def __repr__(self) -> str:

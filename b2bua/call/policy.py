@@ -68,18 +68,17 @@ class HeaderPolicy:
         allowed = self.passed | {canonical_key(name) for name in extra}
         if not allowed:
             return
-        for name, value in source.headers:
-            if canonical_key(name) in allowed:
+        for key, name, value in source.headers.keyed():
+            if key in allowed:
                 target.headers.add(name, value)
 
     @staticmethod
     def copy_body(source: Message, target: Message) -> None:
         """Give ``target`` the body of ``source`` with the fields describing it."""
         target.body = source.body
-        for key in BODY_HEADERS:
-            target.headers.remove(key)
+        target.headers.remove_keys(BODY_HEADERS)
         if not source.body:
             return
-        for name, value in source.headers:
-            if canonical_key(name) in BODY_HEADERS:
+        for key, name, value in source.headers.keyed():
+            if key in BODY_HEADERS:
                 target.headers.add(name, value)

@@ -12,7 +12,8 @@ on a route with ``event_charging = off``, MESSAGE is not taken here and gets 405
 Before the MESSAGE leaves, every :class:`MessageObserver` is asked (the charging hook): one
 that returns True HOLDS it until :meth:`MessageRelays.forward` or
 :meth:`MessageRelays.refuse`; when the relay is done the observers hear the final status
-(None: no response) through ``message_done``.
+(None: no response) through ``message_done``, and then every observer hears
+``message_ended`` once the sender has its final answer, whoever gave it (the CDR).
 
 No reactor here: requests go out through the ``send`` function handed in, ``now`` comes
 from the timer driver's clock, and nothing raised reaches the endpoint.
@@ -85,6 +86,10 @@ class MessageObserver:
     def message_done(self, message: RelayedMessage, status: int | None) -> None:
         """The next hop answered ``status`` (None: timeout or transport error)."""
 
+    def message_ended(self, message: RelayedMessage) -> None:
+        """The sender got its final answer, ``message.status`` (relayed, refused, or ours);
+        after every ``message_done``."""
+
 
 def build_relayed_message(incoming: Request, policy: HeaderPolicy) -> Request:
     """The MESSAGE b2bua sends for ``incoming``: a new transaction with its own identity."""
@@ -156,11 +161,22 @@ class MessageRelays:
     def get(self, message_id: str) -> RelayedMessage | None:
         return self._messages.get(message_id)
 
+    def relays(self, request: Request, host: str) -> RouteSettings | None:
+        """The route that relays an out-of-dialog MESSAGE like ``request`` from ``host``
+        (one with event charging), or None: MESSAGE is not allowed there (Allow, 405)."""
+        try:
+            route = self._router().select(request, host)
+        except SipParseError:  # a Request-URI that does not parse matches no route
+            return None
+        if route is None or route.event_charging == "off":
+            return None
+        return route
+
     def offer(self, request: Request, server: _Server) -> bool:
         """Take an out-of-dialog MESSAGE if a route relays it; False: not ours (405)."""
         source = server.source
-        route = self._router().select(request, source.host)
-        if route is None or route.event_charging == "off":
+        route = self.relays(request, source.host)
+        if route is None:
             return False
         if request.max_forwards == 0:
             server.respond(make_response(request, 483, to_tag=new_tag()))
@@ -262,11 +278,15 @@ class MessageRelays:
     def _done(self, message: RelayedMessage, status: int | None, *, notify: bool = True) -> None:
         self._messages.pop(message.id, None)
         log.info("message {id}: answered {status}", id=message.id, status=message.status)
-        if not notify:
-            return
+        if notify:
+            self._tell(lambda observer: observer.message_done(message, status))
+        self._tell(lambda observer: observer.message_ended(message))
+
+    def _tell(self, hook: Callable[[MessageObserver], None]) -> None:
+        """Run ``hook`` on every observer; what one raises is logged, never passed on."""
         for observer in list(self.observers):
             try:
-                observer.message_done(message, status)
+                hook(observer)
             except Exception:
                 log.failure("observer {observer!r} failed on a MESSAGE", observer=observer)
 

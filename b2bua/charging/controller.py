@@ -6,6 +6,10 @@ context from the A-leg INVITE, asks the engine to open the Ro session, and HOLDS
 INVITE until the CCA-Initial decides (the caller already has its 100 Trying). The
 engine answers through `CallControl`: admit (the B-leg INVITE leaves), reject (the
 caller gets the mapped status), or end (BYE both legs with a Reason header).
+
+For MESSAGE it does the same with the event charger, and keeps the event's figures on
+the relayed message (:func:`event_figures`) at each verdict and once its CCR-T left, so
+that the MESSAGE's CDR, written when the sender has its answer, can read them.
 """
 
 from __future__ import annotations
@@ -25,13 +29,22 @@ from b2bua.charging.messages import (
     context_from_invite,
     with_video,
 )
-from b2bua.charging.messaging import EventCharger
+from b2bua.charging.messaging import EventCharger, EventFigures
 from b2bua.charging.sdp import has_active_video
 
 log = logs.logger(__name__)
 
 #: Call.data key: the last SDP each side sent (media_changed compares offer and answer).
 _SDP = "charging.sdp"
+#: RelayedMessage.data key: the event's latest EventFigures.
+_EVENT = "charging.event"
+
+
+def event_figures(message: RelayedMessage) -> EventFigures | None:
+    """What charging knew of a relayed MESSAGE last (None: it was not charged)."""
+    figures = message.data.get(_EVENT)
+    return figures if isinstance(figures, EventFigures) else None
+
 
 #: What the engine's end reasons are for the call layer (CDRs, logs, Reason headers).
 _END_REASONS = {
@@ -171,11 +184,22 @@ class ChargingController(CallObserver, MessageObserver):
     def message_done(self, message: RelayedMessage, status: int | None) -> None:
         if self.events is not None:
             self.events.delivered(message.id, status)
+            self._keep_figures(message)  # ECUR: the CCR-T has left with the units used
+
+    def _keep_figures(self, message: RelayedMessage | None) -> None:
+        """Keep the event's figures on the message while the charger still has them."""
+        if message is None or self.events is None:
+            return
+        figures = self.events.figures_of(message.id)
+        if figures is not None:
+            message.data[_EVENT] = figures
 
     # -- event charger -> relay (EventControl) --
 
     def forward(self, event_id: str, charged: bool) -> None:
+        self._keep_figures(self._calls.messages.get(event_id))
         self._calls.messages.forward(event_id, charged)
 
     def refuse(self, event_id: str, status: int, reason: str, reason_header: str) -> None:
+        self._keep_figures(self._calls.messages.get(event_id))
         self._calls.messages.refuse(event_id, status, reason, reason_header)

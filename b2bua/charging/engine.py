@@ -28,6 +28,8 @@ out. What it adds:
   Rating-Group (video added or removed) is one CCR-U reporting the old group and asking on
   the new, sent at once or after the request in flight; a refusal ends the call;
 * nothing escapes to the reactor: every callback ends in ``log.failure``;
+* :meth:`ChargingEngine.call_figures` tells what a call's sessions stand at (Session-Ids,
+  seconds granted and reported, each one's last Result-Code) for CDRs and the operator;
 * persistence (``b2bua.store.recovery``): listeners hear of every change a restart needs
   (:meth:`ChargingEngine.add_listener`); :meth:`ChargingEngine.snapshot_call` and
   :meth:`ChargingEngine.snapshot_termination` give the state, :meth:`ChargingEngine.load_call`
@@ -96,11 +98,13 @@ from b2bua.timers.wheel import TimerHandle
 
 __all__ = [
     "CallControl",
+    "CallFigures",
     "ChargingEngine",
     "DiameterClient",
     "HandlerRegistry",
     "PendingTermination",
     "RoIdentity",
+    "SessionFigures",
     "classify_failure",
     "reason_header",
 ]
@@ -288,6 +292,7 @@ class _Live:
     media_switch: ChargingContext | None = None  # a media change's context, CCR-U not sent yet
     switched_from: ChargingContext | None = None  # what the switch CCR-U reports used units of
     switch_number: int | None = None  # CC-Request-Number of that CCR-U
+    result_code: int | None = None  # of the last CCA the session read (the CDR's figure)
 
     def snapshot(self) -> dict[str, Any]:
         """The session and its charging context, as JSON-able values."""
@@ -305,6 +310,7 @@ class _Live:
             "media_switch": _opt_context_snapshot(self.media_switch),
             "switched_from": _opt_context_snapshot(self.switched_from),
             "switch_number": self.switch_number,
+            "result_code": self.result_code,
         }
 
     @classmethod
@@ -320,6 +326,7 @@ class _Live:
         cause_code = data["cause_code"]
         termination = data["termination_cause"]
         switch_number = data.get("switch_number")
+        result_code = data.get("result_code")  # absent from records written before it
         return cls(
             str(data["session_id"]),
             call,
@@ -334,6 +341,7 @@ class _Live:
             media_switch=_opt_context_restore(data.get("media_switch")),
             switched_from=_opt_context_restore(data.get("switched_from")),
             switch_number=None if switch_number is None else int(switch_number),
+            result_code=None if result_code is None else int(result_code),
         )
 
 
@@ -345,6 +353,40 @@ class _Call:
     sessions: list[_Live] = field(default_factory=list)
     admitted: bool = False  # CallControl.admit was called
     closed: bool = False  # rejected or ended (by us or by the call side): no more verdicts
+
+
+@dataclass(frozen=True, slots=True)
+class SessionFigures:
+    """Where one Ro session of a call stands, for CDRs and the operator."""
+
+    session_id: str
+    granted: int  # seconds granted so far, every CCA's grant counted from its report
+    used: int  # seconds reported to the OCS so far
+    over: bool  # the CCR-T left (or the session ended without one): ``used`` is final
+    result_code: int | None  # Result-Code of the last CCA; None before the first
+
+
+@dataclass(frozen=True, slots=True)
+class CallFigures:
+    """What charging knows of one call: its live Ro sessions, in the order opened."""
+
+    sessions: tuple[SessionFigures, ...] = ()
+
+    @property
+    def session_ids(self) -> list[str]:
+        return [figures.session_id for figures in self.sessions]
+
+    @property
+    def billed_seconds(self) -> int | None:
+        """Seconds the sessions reported, once every one is over; None before, or if none."""
+        if not self.sessions or not all(figures.over for figures in self.sessions):
+            return None
+        return sum(figures.used for figures in self.sessions)
+
+    @property
+    def result_codes(self) -> list[int | None]:
+        """Each session's last Result-Code, in the order of :attr:`session_ids`."""
+        return [figures.result_code for figures in self.sessions]
 
 
 @dataclass(eq=False, slots=True)
@@ -419,6 +461,28 @@ class ChargingEngine:
         """The Session-Ids of a call's live Ro sessions."""
         call = self._by_call.get(call_id)
         return [] if call is None else [live.session_id for live in call.sessions]
+
+    def call_figures(self, call_id: str) -> CallFigures:
+        """The figures of each live Ro session of a call (none for a call not charged).
+
+        Read right after :meth:`call_ended`, each session has sent its CCR-T (unless one
+        waits behind a request in flight): ``used`` is then what the OCS is told.
+        """
+        call = self._by_call.get(call_id)
+        if call is None:
+            return CallFigures()
+        return CallFigures(
+            tuple(
+                SessionFigures(
+                    live.session_id,
+                    live.session.granted_seconds,
+                    live.session.billed_seconds,
+                    live.session.finished or live.session.termination_sent,
+                    live.result_code,
+                )
+                for live in call.sessions
+            )
+        )
 
     # -- persistence -----------------------------------------------------------------------
 
@@ -544,6 +608,38 @@ class ChargingEngine:
         )
         self._pending_terminations.append(pending)
         pending.timer = self._driver.schedule(self._now(), self._resend_termination, pending)
+
+    def forget_call(self, call_id: str) -> list[str]:
+        """Drop a call's Ro sessions here without CCR-T; returns their Session-Ids.
+
+        For a call another instance adopted (``b2bua.store``): the survivor sends its
+        CCR-U and CCR-T now. Timers stop, answers to requests in flight are ignored, and
+        neither the call side nor the listeners hear of it.
+        """
+        call = self._by_call.pop(call_id, None)
+        if call is None:
+            return []
+        call.closed = True
+        for live in call.sessions:
+            if live.timer is not None:
+                live.timer.cancel()
+                live.timer = None
+            live.deferred.clear()
+            live.in_flight = None
+            if self._sessions.get(live.session_id) is live:
+                del self._sessions[live.session_id]
+        return [live.session_id for live in call.sessions]
+
+    def forget_termination(self, session_id: str) -> bool:
+        """Drop a kept CCR-T here without sending it (another instance adopted it)."""
+        for pending in self._pending_terminations:
+            if pending.session_id == session_id:
+                if pending.timer is not None:
+                    pending.timer.cancel()
+                    pending.timer = None
+                self._pending_terminations.remove(pending)
+                return True
+        return False
 
     def register_handlers(self, registry: HandlerRegistry) -> None:
         """Register :meth:`handle_rar` and :meth:`handle_asr` for the Ro application."""
@@ -987,6 +1083,7 @@ class ChargingEngine:
             )
             self._after_failure(live, sent, request, now, RequestFailure.TEMPORARY_ERROR)
             return
+        live.result_code = answer.result_code
         actions = live.session.on_answer(now, answer)
         code = answer.result_code
         if (

@@ -173,6 +173,11 @@ class EventSession:
         return self._state is _State.DONE
 
     @property
+    def debited(self) -> int:
+        """Units charged so far: debited by the CCR-EVENT, or reported used by the CCR-T."""
+        return self._used
+
+    @property
     def waiting_for_delivery(self) -> bool:
         """ECUR: the event was forwarded and its CCR-T waits for the next hop's answer."""
         return self._state is _State.RESERVED

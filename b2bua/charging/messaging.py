@@ -49,7 +49,7 @@ from b2bua.diameter.message import Message
 from b2bua.logs import logger
 from b2bua.timers.driver import WheelDriver
 
-__all__ = ["EventCharger", "EventControl"]
+__all__ = ["EventCharger", "EventControl", "EventFigures"]
 
 log = logger(__name__)
 
@@ -69,6 +69,15 @@ class EventControl(Protocol):
 KeepTermination = Callable[[str, str, Message], object]
 
 
+@dataclass(frozen=True, slots=True)
+class EventFigures:
+    """What charging knows of one event (its CDR's figures)."""
+
+    session_id: str
+    result_code: int | None  # of the last CCA read; None: no answer (yet)
+    units: int  # debited by the CCR-EVENT, or reported used by the CCR-T (ECUR)
+
+
 @dataclass(eq=False, slots=True)
 class _Event:
     session_id: str
@@ -79,6 +88,7 @@ class _Event:
     in_flight: tuple[EventCcr, Message] | None = None
     last_sent: tuple[int, Message] | None = None
     decided: bool = False  # forward or refuse went out
+    result_code: int | None = None  # of the last CCA read
 
 
 class EventCharger:
@@ -114,6 +124,13 @@ class EventCharger:
     def active_events(self) -> int:
         """Events whose charging is not finished (a gauge)."""
         return len(self._events)
+
+    def figures_of(self, event_id: str) -> EventFigures | None:
+        """The figures of an event whose charging is not finished; None otherwise."""
+        event = self._events.get(event_id)
+        if event is None:
+            return None
+        return EventFigures(event.session_id, event.result_code, event.session.debited)
 
     def charge(
         self, event_id: str, context: ChargingContext, mode: EventMode, *, units: int = 1
@@ -253,6 +270,7 @@ class EventCharger:
             )
             actions = event.session.on_request_failed(now, RequestFailure.TEMPORARY_ERROR)
         else:
+            event.result_code = answer.result_code
             actions = event.session.on_answer(now, answer)
         self._feed(event, actions)
 

@@ -13,6 +13,11 @@ Implements the client side of RFC 4006 for session-based charging of a call:
 * §5.7 and §8.14: Credit-Control-Failure-Handling (TERMINATE, CONTINUE,
   RETRY_AND_TERMINATE) with one retransmission to an alternate peer when
   CC-Session-Failover (§8.4) allows it.
+* §5.7 and §8.14 for a CCR-U still unanswered when the units granted so far are used up:
+  only CONTINUE grants service without the OCS's word, so under TERMINATE and
+  RETRY_AND_TERMINATE the call is ended right then, at the grant's end, as for credit
+  exhaustion (the CCR-T follows the answer or the failure of the CCR-U, §7); under
+  CONTINUE it talks on and every second talked is reported, however the CCR-U ends.
 * RFC 6733 §8.5: Abort-Session-Request ends the call, answered 2001.
 
 Persistence: :meth:`RoSession.snapshot` / :meth:`RoSession.restore` carry an opened session
@@ -27,9 +32,11 @@ Accounting model. ``reported`` is the whole seconds reported so far; ``budget`` 
 time (seconds since the 200 OK) the subscriber may use: a grant G answering a request that
 brought ``reported`` to R allows talk up to R + G (§5.3), and units already granted are
 never taken back, so a refused or smaller grant leaves the budget where it was. Reports are
-capped at the budget: a session never reports more seconds than it was granted. The call
-keeps going past a non-final grant while its CCR-U is pending (the Tx timer and CCFH decide
-what an unresponsive OCS means); a final grant ends the call exactly when it is used up.
+capped at the budget while the session holds the call to it: a session never reports more
+seconds than it was granted. A final grant ends the call exactly when it is used up, and so
+does any grant whose CCR-U is still unanswered then, unless CCFH is CONTINUE. Once the call
+talks past its budget with leave (CONTINUE while a CCR-U waits, or no credit control any
+more: CONTINUE after a failure, 4011) the cap is lifted: reports never fall short of talk.
 """
 
 from __future__ import annotations
@@ -311,6 +318,7 @@ class RoSession:
         "_next_number",
         "_opened",
         "_out",
+        "_overrun_until",
         "_pending",
         "_reported",
         "_reservation_units",
@@ -356,6 +364,8 @@ class RoSession:
         self._failover = self._config.session_failover
         self._destination_host: str | None = None
         self._killed = False
+        # CCFH CONTINUE let the call talk past its budget, up to here, with a CCR-U pending.
+        self._overrun_until: float | None = None
 
     # -- figures ---------------------------------------------------------------------------
 
@@ -363,6 +373,16 @@ class RoSession:
     def billed_seconds(self) -> int:
         """Whole seconds reported to the OCS so far."""
         return self._reported
+
+    @property
+    def granted_seconds(self) -> int:
+        """Talk seconds granted so far (the budget: each grant counts from its report)."""
+        return self._budget
+
+    @property
+    def termination_sent(self) -> bool:
+        """True once the CCR-T left: :attr:`billed_seconds` is final."""
+        return self._terminated
 
     @property
     def killed(self) -> bool:
@@ -421,6 +441,7 @@ class RoSession:
             "failover": self._failover,
             "destination_host": self._destination_host,
             "killed": self._killed,
+            "overrun_until": self._overrun_until,
             "deadline": self.next_deadline(),  # for operators; restore recomputes it
             "pending": None
             if pending is None or request is None
@@ -468,6 +489,7 @@ class RoSession:
         session._failover = bool(data["failover"])
         session._destination_host = _opt_str(data["destination_host"])
         session._killed = bool(data["killed"])
+        session._overrun_until = _opt_float(data.get("overrun_until"))  # absent: older record
         pending = data["pending"]
         if pending is not None:
             request = SendCcr(
@@ -561,6 +583,7 @@ class RoSession:
         request = pending.request
         code = answer.result_code
         success = 2000 <= code < 3000
+        self._note_overrun(now)  # under the CCFH in force while the request waited
         if self._stats is not None:
             elapsed_ms = max(0.0, now - pending.sent_at) * 1000.0
             self._stats.answer_received(
@@ -682,10 +705,27 @@ class RoSession:
     # -- deadlines -------------------------------------------------------------------------
 
     def _exhausted_at(self) -> float | None:
-        """When a final grant is used up (RFC 4006 §5.6.1)."""
-        if not self._final or self._answered_at is None:
+        """When the call must end because the units granted so far are used up.
+
+        A final grant (RFC 4006 §5.6.1); or any grant while its CCR-U is unanswered, unless
+        CCFH is CONTINUE (§5.7: only CONTINUE grants service without the OCS's word; Tx and
+        a retry to an alternate peer may take longer than the units last).
+        """
+        if self._answered_at is None:
             return None
-        return self._answered_at + self._budget
+        if self._final or (self._state is _State.PENDING_U and self._ccfh is not Ccfh.CONTINUE):
+            return self._answered_at + self._budget
+        return None
+
+    def _note_overrun(self, now: float) -> None:
+        """A pending CCR-U is settled: if CCFH CONTINUE let the call talk past its budget
+        meanwhile, that talk is the subscriber's to pay (reports are no longer capped)."""
+        if (
+            self._state is _State.PENDING_U
+            and self._ccfh is Ccfh.CONTINUE
+            and self._talk(now) > self._budget
+        ):
+            self._overrun_until = now if self._ended_at is None else min(now, self._ended_at)
 
     def _update_due(self) -> float | None:
         """When the next CCR-U is due in Open state.
@@ -717,7 +757,10 @@ class RoSession:
         if self._state is _State.OPEN or self._state is _State.PENDING_U:
             exhausted = self._exhausted_at()
             if exhausted is not None and now >= exhausted:
-                self._end_call(now, EndReason.CREDIT_EXHAUSTED, talk_end=exhausted)
+                # Talk stops at the grant's end, or later if CONTINUE let it run on.
+                overrun = self._overrun_until
+                talk_end = exhausted if overrun is None else max(exhausted, overrun)
+                self._end_call(now, EndReason.CREDIT_EXHAUSTED, talk_end=talk_end)
                 return
         if self._state is _State.OPEN:
             due = self._update_due()
@@ -801,6 +844,7 @@ class RoSession:
         pending = self._pending
         assert pending is not None
         request = pending.request
+        self._note_overrun(now)
         # CC-Session-Failover governs moving an ongoing session; a new one (CCR-I) SHOULD
         # fail over whenever possible (RFC 4006 §5.7).
         retry_allowed = (
@@ -899,7 +943,10 @@ class RoSession:
         self._send(now, RequestType.TERMINATION, None, used, cause=self._end_cause)
 
     def _room(self) -> int:
-        """Seconds that may still be reported without exceeding what was granted."""
+        """Seconds that may still be reported without exceeding what was granted; no
+        limit once the call talks on without credit control or past its grant with leave."""
+        if self._state is _State.UNCHARGED or self._overrun_until is not None:
+            return _NO_LIMIT
         return max(0, self._budget - self._reported)
 
     def _send(
@@ -942,6 +989,10 @@ class RoSession:
     def _drain(self) -> list[Action]:
         out, self._out = self._out, []
         return out
+
+
+#: "no cap" for :meth:`RoSession._room` (more seconds than any call talks).
+_NO_LIMIT = 2**62
 
 
 def _int(value: Any) -> int:

@@ -618,6 +618,7 @@ class _PeerLink:
         )
         self._watchdog_actions(self.watchdog.on_connection_up(now))
         self._arm_watchdog()
+        self.service.peer_usable()
 
     def _closed(self, reason: str, cause: int | None) -> None:
         now = self._now()
@@ -718,6 +719,7 @@ class _PeerLink:
                 self.service.failover(self, down=False)
             elif action is WatchdogAction.FAILBACK:
                 log.info("Diameter peer {name}: watchdog OKAY again", name=self.name)
+                self.service.peer_usable()
             elif action is WatchdogAction.CLOSE_CONNECTION:
                 conn = self.peer.active_conn
                 if isinstance(conn, DiameterProtocol):
@@ -780,6 +782,7 @@ class DiameterService(Service):
         self._acceptor = _Acceptor(self)
         self._ports: list[IListeningPort] = []
         self.stopping = False
+        self._usable_waiters: list[Deferred[None]] = []
 
     # -- public API ---------------------------------------------------------------------------
     def register_handler(self, app_id: int, command_code: int, handler: RequestHandler) -> None:
@@ -842,6 +845,25 @@ class DiameterService(Service):
         return (
             self._select((realm or self.destination_realm).lower(), None, frozenset()) is not None
         )
+
+    def when_usable(self) -> Deferred[None]:
+        """Fires once :meth:`has_usable_peer` is true (at once if it is now).
+
+        For work that must not fail as NO_PEER just because the peers are still
+        connecting (the store's restored CCRs). Cancelling it forgets the wait.
+        """
+        if self.has_usable_peer():
+            return defer.succeed(None)
+        waiter: Deferred[None] = Deferred(self._usable_waiters.remove)
+        self._usable_waiters.append(waiter)
+        return waiter
+
+    def peer_usable(self) -> None:
+        """A peer became usable (opened, or its watchdog OKAY again): wake the waiters."""
+        if self._usable_waiters and self.has_usable_peer():
+            waiters, self._usable_waiters = self._usable_waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
 
     @property
     def pending_count(self) -> int:

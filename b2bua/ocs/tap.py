@@ -18,7 +18,7 @@ from twisted.python import usage
 
 from b2bua import logs
 from b2bua.config import Config, ConfigError, load_config
-from b2bua.daemon import DaemonRoot, refuse_configuration
+from b2bua.daemon import DaemonRoot, StopOnSignals, refuse_configuration
 from b2bua.ocs.accounts import Account, AccountsFileError, load_accounts
 from b2bua.ocs.operator import late_namespace
 from b2bua.ocs.server import OcsService, make_ocs_service
@@ -116,5 +116,6 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     root = build_service(options, reactor)
+    StopOnSignals(reactor).setServiceParent(root)  # SIGTERM is an operator's stop: exit 0
     tune_gc()
     return root

@@ -1,11 +1,13 @@
 """Call detail records: one JSON line per ended call, sans-IO but for a plain file.
 
 :func:`cdr_record` turns a :class:`~b2bua.call.bridge.Call` into the record (see the
-fields in :data:`FIELDS`), :func:`format_line` into one line of JSON; :class:`CdrFile`
+fields in :data:`FIELDS`; ``"kind": "call"``), :func:`message_record` a relayed
+out-of-dialog MESSAGE (:data:`MESSAGE_FIELDS`; ``"kind": "message"``, written when its
+sender has the final answer), :func:`format_line` into one line of JSON; :class:`CdrFile`
 appends lines to a file, renames it to ``FILE.1`` (``FILE.1`` to ``FILE.2``...) when a
 line would make it larger than ``max_bytes``, and opens ``FILE`` again when something
 else (logrotate) renamed or removed it, or on :meth:`CdrFile.reopen` (for SIGHUP).
-:class:`CdrWriter` is the call observer joining them.
+:class:`CdrWriter` is the call and MESSAGE observer joining them.
 
 A record holds no secret: no header but From and the Request-URI, no credential, no SDP.
 """
@@ -15,27 +17,29 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
 
 from b2bua import logs
 from b2bua.call.events import CallObserver
+from b2bua.call.relay import MessageObserver, RelayedMessage
+from b2bua.sip.errors import SipParseError
 
 if TYPE_CHECKING:
     from b2bua.call.bridge import Call
-    from b2bua.charging.engine import ChargingEngine
+    from b2bua.charging.engine import CallFigures, ChargingEngine
+    from b2bua.charging.messaging import EventFigures
 
 __all__ = [
     "FIELDS",
+    "MESSAGE_FIELDS",
     "CdrFile",
     "CdrWriter",
-    "SessionFigures",
     "cdr_record",
     "engine_lookup",
     "format_line",
     "iso",
-    "session_figures",
+    "message_record",
 ]
 
 log = logs.logger(__name__)
@@ -58,10 +62,29 @@ FIELDS: tuple[str, ...] = (
     "end_reason",
     "sip_status",
     "ro_session_ids",
+    "ro_result_codes",
+    "kind",
 )
 
-#: What charging knows of a call when it ends: its Ro Session-Ids and billed seconds.
-ChargingLookup = Callable[[str], tuple[list[str], int | None]]
+#: The keys of a MESSAGE's record, in the order they are written.
+MESSAGE_FIELDS: tuple[str, ...] = (
+    "kind",
+    "call_id",
+    "caller",
+    "callee",
+    "route",
+    "time",
+    "sip_status",
+    "charged",
+    "ro_session_id",
+    "result_code",
+    "units",
+)
+
+#: What charging knows of a call when it ends (by call id): its Ro sessions' figures.
+ChargingLookup = Callable[[str], "CallFigures"]
+#: What charging knew of a relayed MESSAGE (None: not charged).
+EventLookup = Callable[[RelayedMessage], "EventFigures | None"]
 
 
 def iso(timestamp: float | None) -> str | None:
@@ -73,9 +96,14 @@ def iso(timestamp: float | None) -> str | None:
 
 
 def cdr_record(
-    call: Call, *, ro_session_ids: list[str] | None = None, billed_secs: int | None = None
+    call: Call,
+    *,
+    ro_session_ids: list[str] | None = None,
+    billed_secs: int | None = None,
+    ro_result_codes: list[int | None] | None = None,
 ) -> dict[str, Any]:
-    """The record of an ended call (``billed_secs`` None: not charged, or not known)."""
+    """The record of an ended call (``billed_secs`` None: not charged, or not known);
+    ``ro_result_codes`` holds each Ro session's last Result-Code, as ``ro_session_ids``."""
     route = call.route
     return {
         "call_id": call.id,
@@ -94,12 +122,37 @@ def cdr_record(
         "end_reason": call.end_reason.value if call.end_reason is not None else None,
         "sip_status": call.end_status,
         "ro_session_ids": list(ro_session_ids or []),
+        "ro_result_codes": list(ro_result_codes or []),
+        "kind": "call",
     }
 
 
-def format_line(record: Mapping[str, Any]) -> str:
-    """One line of compact JSON, keys in :data:`FIELDS` order, newline-terminated."""
-    ordered = {key: record.get(key) for key in FIELDS}
+def message_record(message: RelayedMessage, figures: EventFigures | None) -> dict[str, Any]:
+    """The record of a MESSAGE whose sender got its final answer (``figures`` None: no Ro
+    session, e.g. refused as not chargeable or relayed without a charging engine)."""
+    request = message.request
+    try:
+        caller = str(request.from_.uri)
+    except SipParseError:
+        caller = ""
+    return {
+        "kind": "message",
+        "call_id": request.call_id,
+        "caller": caller,
+        "callee": request.uri,
+        "route": message.route.name,
+        "time": iso(message.received_at),
+        "sip_status": message.status,
+        "charged": message.charged,
+        "ro_session_id": None if figures is None else figures.session_id,
+        "result_code": None if figures is None else figures.result_code,
+        "units": None if figures is None else figures.units,
+    }
+
+
+def format_line(record: Mapping[str, Any], fields: tuple[str, ...] = FIELDS) -> str:
+    """One line of compact JSON, keys in ``fields`` order, newline-terminated."""
+    ordered = {key: record.get(key) for key in fields}
     return json.dumps(ordered, separators=(",", ":"), ensure_ascii=False) + "\n"
 
 
@@ -168,39 +221,6 @@ class CdrFile:
         return (on_disk.st_dev, on_disk.st_ino) != (opened.st_dev, opened.st_ino)
 
 
-@dataclass(frozen=True, slots=True)
-class SessionFigures:
-    """What one Ro session of a call stands at: seconds granted so far, seconds reported."""
-
-    session_id: str
-    granted: int  # every CCA's grant, cumulated (RoSession's budget)
-    used: int  # seconds reported to the OCS so far
-    over: bool  # the CCR-T left (or the session ended without one): ``used`` is final
-
-
-def session_figures(engine: ChargingEngine, call_id: str) -> list[SessionFigures]:
-    """The figures of each Ro session of a call; [] for a call the engine does not charge.
-
-    The engine has no public per-call figure; this reads its session table (one place,
-    for the CDRs and the manhole's ``calls()``).
-    """
-    call = engine._by_call.get(call_id)
-    if call is None:
-        return []
-    figures = []
-    for live in call.sessions:
-        session = live.session
-        figures.append(
-            SessionFigures(
-                live.session_id,
-                int(session.snapshot()["budget"]),
-                session.billed_seconds,
-                session.finished or session._terminated,
-            )
-        )
-    return figures
-
-
 def engine_lookup(engine: ChargingEngine) -> ChargingLookup:
     """What the charging engine knows of a call at its end, for :class:`CdrWriter`.
 
@@ -209,35 +229,47 @@ def engine_lookup(engine: ChargingEngine) -> ChargingLookup:
     seconds it reported are final.  Billed seconds are None when the call had no Ro
     session, or when a CCR-T is still waiting behind a CCR-U in flight (not known yet).
     """
-
-    def lookup(call_id: str) -> tuple[list[str], int | None]:
-        session_ids = engine.session_ids_of(call_id)
-        figures = session_figures(engine, call_id)
-        if not figures or not all(figure.over for figure in figures):
-            return session_ids, None
-        return session_ids, sum(figure.used for figure in figures)
-
-    return lookup
+    return engine.call_figures
 
 
-class CdrWriter(CallObserver):
-    """Writes the record of every ended call; a failed write is logged, never raised."""
+class CdrWriter(CallObserver, MessageObserver):
+    """Writes the record of every ended call and relayed MESSAGE; a failed write is logged,
+    never raised."""
 
-    def __init__(self, output: CdrFile, charging: ChargingLookup | None = None) -> None:
+    def __init__(
+        self,
+        output: CdrFile,
+        charging: ChargingLookup | None = None,
+        events: EventLookup | None = None,
+    ) -> None:
         self.output = output
         self.charging = charging
+        self.events = events
         self.written = 0
         self.failed = 0
 
-    def call_ended(self, call: Call) -> None:
-        session_ids: list[str] = []
-        billed: int | None = None
+    def message_ended(self, message: RelayedMessage) -> None:
         try:
-            if self.charging is not None:
-                session_ids, billed = self.charging(call.id)
-            self.output.write(
-                format_line(cdr_record(call, ro_session_ids=session_ids, billed_secs=billed))
-            )
+            figures = None if self.events is None else self.events(message)
+            self.output.write(format_line(message_record(message, figures), MESSAGE_FIELDS))
+            self.written += 1
+        except Exception as err:  # an observer must not raise; the answer has gone anyway
+            self.failed += 1
+            log.error("CDR of message {id} not written: {error}", id=message.id, error=err)
+
+    def call_ended(self, call: Call) -> None:
+        try:
+            if self.charging is None:
+                record = cdr_record(call)
+            else:
+                figures = self.charging(call.id)
+                record = cdr_record(
+                    call,
+                    ro_session_ids=figures.session_ids,
+                    billed_secs=figures.billed_seconds,
+                    ro_result_codes=figures.result_codes,
+                )
+            self.output.write(format_line(record))
             self.written += 1
         except Exception as err:  # an observer must not raise; the call is over anyway
             self.failed += 1

@@ -14,7 +14,6 @@ from dataclasses import fields, is_dataclass
 from typing import TYPE_CHECKING, Any
 
 from b2bua.call.events import CallState, EndReason
-from b2bua.ops.cdr import session_figures
 
 if TYPE_CHECKING:
     from b2bua.call.bridge import Call
@@ -139,7 +138,7 @@ class Operator:
         charging = getattr(self.root, "charging", None)
         if charging is None:
             return "-"
-        figures = session_figures(charging, call.id)
+        figures = charging.call_figures(call.id).sessions
         if long:
             return "; ".join(f"granted {f.granted}, used {f.used}" for f in figures) or "-"
         return " ".join(f"{f.granted}/{f.used}s" for f in figures) or "-"

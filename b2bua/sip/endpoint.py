@@ -184,6 +184,8 @@ class ClientHandle:
         self._endpoint._send_cancel(cancel, self.dest)
 
     def _on_response(self, response: Response) -> None:
+        if 200 <= response.status < 300 and self.request.method == "INVITE":
+            self.request = self._txn.request  # what the Accepted transaction kept of it
         if response.status < 200 and not self.provisional_seen:
             self.provisional_seen = True
             if self._cancel_wanted:
@@ -254,6 +256,7 @@ class SipEndpoint:
         self._udp: SipDatagramProtocol | None = None
         self._ports: list[IListeningPort] = []
         self._local: dict[str, tuple[str, int]] = {}
+        self._contacts: dict[tuple[str, str, int], SipURI] = {}
         self.streams = ConnectionTable(
             sink=self,
             stats=self.stats.transport,
@@ -322,17 +325,24 @@ class SipEndpoint:
         return address
 
     def contact_uri(self, transport: str) -> SipURI:
-        """A SIP URI that reaches this endpoint over `transport`."""
+        """A SIP URI that reaches this endpoint over `transport`.
+
+        One object per address, shared by every call (each leg keeps one): do not mutate it.
+        """
         host, port = self.local_address(transport)
-        host = f"[{host}]" if ":" in host else host
-        params: dict[str, str | None] = {} if transport == "udp" else {"transport": transport}
-        return SipURI(
-            host,
-            user="b2bua",
-            port=port,
-            scheme="sips" if transport == "tls" else "sip",
-            params=params,
-        )
+        key = (transport, host, port)
+        uri = self._contacts.get(key)
+        if uri is None:
+            host = f"[{host}]" if ":" in host else host
+            params: dict[str, str | None] = {} if transport == "udp" else {"transport": transport}
+            uri = self._contacts[key] = SipURI(
+                host,
+                user="b2bua",
+                port=port,
+                scheme="sips" if transport == "tls" else "sip",
+                params=params,
+            )
+        return uri
 
     # -- from the transports --
 

@@ -20,9 +20,11 @@ header is changed.  Header lines never touched are re-serialized byte for byte.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Iterable, Iterator
-from typing import Any, Final
+from collections.abc import Set as AbstractSet
+from typing import Any, Final, Self
 
 from b2bua.sip.errors import SipParseError
 from b2bua.sip.headers import (
@@ -118,6 +120,10 @@ _KEY_EXACT: Final[dict[str, str]] = {
     **{k.upper(): v for k, v in _KEY_OF.items()},
 }
 
+#: The same, giving the header name too as one shared string: the fields of a message
+#: kept for a whole call (``forget_parsed``) then do not each hold a copy of their name.
+_KEY_AND_NAME: Final[dict[str, tuple[str, str]]] = {n: (k, n) for n, k in _KEY_EXACT.items()}
+
 #: Headers whose grammar is a comma-separated list (§7.3.1), split by ``get_all``.
 _LIST_KEYS: Final = frozenset(
     {
@@ -167,6 +173,9 @@ _Field = tuple[str, str, str, str | None]
 
 def canonical_key(name: str) -> str:
     """The lower-case full name of a header (``"v"`` and ``"VIA"`` -> ``"via"``)."""
+    key = _KEY_EXACT.get(name)  # the usual spellings of the known headers: one look-up
+    if key is not None:
+        return key
     lname = name.strip(" \t").lower()
     return _KEY_OF.get(lname, lname)
 
@@ -256,6 +265,11 @@ class Headers:
         for f in self._fields:
             yield f[1], f[2]
 
+    def keyed(self) -> Iterator[tuple[str, str, str]]:
+        """``(canonical key, name as written, value)`` for every field line, in order."""
+        for f in self._fields:
+            yield f[0], f[1], f[2]
+
     def __len__(self) -> int:
         return len(self._fields)
 
@@ -327,6 +341,14 @@ class Headers:
             out.append(f)
         self._fields = out
         self._invalidate(key)
+
+    def remove_keys(self, keys: AbstractSet[str]) -> None:
+        """Remove every field whose canonical key is in ``keys`` (one pass over the fields)."""
+        fields = self._fields
+        if any(f[0] in keys for f in fields):
+            self._fields = [f for f in fields if f[0] not in keys]
+            for key in keys:
+                self._invalidate(key)
 
     def remove(self, name: str) -> int:
         """Remove every field of ``name``; return how many were removed."""
@@ -444,6 +466,10 @@ class Message:
         c = self.headers._cache
         v = c.get("via#1")
         if v is None:
+            every: list[Via] | None = c.get("via")
+            if every:
+                top = c["via#1"] = every[0]
+                return top
             raw = self._required("via", "Via")
             if "," in raw:
                 raw = split_header_values(raw)[0]
@@ -456,7 +482,13 @@ class Message:
         c = self.headers._cache
         v = c.get("via")
         if v is None:
-            v = c["via"] = [parse_via(x) for x in self.headers._values("via")]
+            values = self.headers._values("via")
+            top = c.get("via#1")  # already parsed alone (every received message's is)
+            if top is not None and values:
+                v = [top, *(parse_via(x) for x in values[1:])]
+            else:
+                v = [parse_via(x) for x in values]
+            c["via"] = v
         return v
 
     def _addresses(self, key: str) -> list[NameAddr]:
@@ -502,6 +534,36 @@ class Message:
         if ct is None:
             return None
         return ct.partition(";")[0].strip(" \t").lower()
+
+    def forget_parsed(self) -> None:
+        """Drop the cached parses of the headers (made again on their next use) and the raw
+        lines that serialization rebuilds the same ("Name: value").
+
+        A message kept for the whole call (the caller's INVITE) then holds each header's
+        text once: the parsed Via, From, To, Contact... were most of its size.
+        """
+        headers = self.headers
+        headers._cache.clear()
+        shared = _KEY_AND_NAME.get
+        fields: list[_Field] = []
+        for key, written, value, raw in headers._fields:
+            name = shared(written, (key, written))[1]  # one string for every message's "Via"
+            plain = raw is not None and raw[len(name) :] == f": {value}" and raw.startswith(name)
+            fields.append((key, name, value, None if plain else raw))
+        headers._fields = fields
+
+    def reduced(self, *names: str) -> Self:
+        """A copy with only the header fields ``names``, no body and nothing parsed.
+
+        What a message kept after its transaction needs (e.g. Call-ID, From, To and CSeq
+        of an INVITE to build a dialog from a late 2xx), without the rest of it.
+        """
+        keys = {canonical_key(name) for name in names}
+        new = copy.copy(self)
+        new.headers = Headers._wrap([f for f in self.headers._fields if f[0] in keys])
+        new.body = b""
+        new.forget_parsed()
+        return new
 
     # -------------------------------------------------------- serialization
 
@@ -583,6 +645,10 @@ class Request(Message):
         new.body = self.body
         new.version = self.version
         return new
+
+    def forget_parsed(self) -> None:
+        super().forget_parsed()
+        self._ruri = None
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self._uri}>"

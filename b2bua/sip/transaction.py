@@ -255,6 +255,10 @@ def make_ack(invite: Request, response: Response) -> Request:
     return Request("ACK", invite.uri, Headers._wrap(fields))
 
 
+#: The fields of an INVITE that :func:`make_cancel` copies.
+_CANCEL_FIELDS: Final = ("via", "route", "from", "to", "call-id", "cseq")
+
+
 def make_cancel(invite: Request, reason: str | None = None) -> Request:
     """A CANCEL for ``invite`` (§9.1), optionally with a Reason header (RFC 3326).
 
@@ -583,6 +587,9 @@ class InviteClientTransaction(ClientTransaction):
         # RFC 6026 §8.4: pass the 2xx up, start timer M.
         assert msg is not None
         self.timers["M"] = now + self.config.b
+        # Accepted never sends the INVITE again: for its 64*T1 keep only what a CANCEL
+        # (make_cancel) reads, not the body and the other headers.
+        self.request = self.request.reduced(*_CANCEL_FIELDS)
         return [Deliver(msg)]
 
     def _complete(self, now: float, msg: Message | None) -> list[Action]:
@@ -812,7 +819,14 @@ class InviteServerTransaction(ServerTransaction):
     def _accept(self, now: float, msg: Message | None) -> list[Action]:
         # RFC 6026 §8.5: send the 2xx, start timer L.
         self.timers["L"] = now + self.config.b
-        return self._send_response(now, msg)
+        return self._send_2xx(now, msg)
+
+    def _send_2xx(self, now: float, msg: Message | None) -> list[Action]:
+        # RFC 6026 §8.7: Accepted never resends (the TU retransmits its 2xx), so for its
+        # 64*T1 it keeps only the status and the To tag (ACK matching, §17.2.3).
+        assert isinstance(msg, Response)
+        self.last_response = msg.reduced("to")
+        return [Send(msg, self.dest)]
 
     def _complete(self, now: float, msg: Message | None) -> list[Action]:
         # §17.2.1: send the final response, start G (unreliable) and H.
@@ -865,7 +879,7 @@ class InviteServerTransaction(ServerTransaction):
         # RFC 6026 §8.7: Accepted absorbs INVITEs, passes ACKs and more 2xx, until L.
         (_A, Input.REQUEST): (Transaction._ignore, _A),
         (_A, Input.ACK): (Transaction._deliver, _A),
-        (_A, Input.TU_2XX): (ServerTransaction._send_response, _A),
+        (_A, Input.TU_2XX): (_send_2xx, _A),
         (_A, Input.TIMER_L): (Transaction._terminate, _T),
         (_A, Input.TRANSPORT_ERROR): (_transport_failed, _A),
     }

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from twisted.internet.defer import Deferred
 
-__all__ = ["CallStore", "Change", "Renewal"]
+__all__ = ["CallStore", "Change", "Renewal", "Renewed"]
 
 #: One write: the record's new bytes, or None to delete it.
 Change = tuple[str, bytes | None]
@@ -30,6 +30,17 @@ class Renewal(StrEnum):
     ADOPTED = "adopted"  # it had run out and a survivor took our calls
 
 
+class Renewed(NamedTuple):
+    """A renewal's outcome and, when ADOPTED, the keys of the records the survivor took.
+
+    The keys are what this instance must drop without a word: the survivor ends or
+    charges those calls now. Calls not among them (not written before the adoption) stay.
+    """
+
+    outcome: Renewal
+    adopted: tuple[str, ...] = ()
+
+
 class CallStore(Protocol):
     """Records of live calls, per instance, with leases (every method is atomic)."""
 
@@ -40,8 +51,8 @@ class CallStore(Protocol):
         the records or none.
         """
 
-    def renew(self, instance: str, lease: float) -> Deferred[Renewal]:
-        """Extend the lease; a :class:`Renewal` value says whether it had been lost."""
+    def renew(self, instance: str, lease: float) -> Deferred[Renewed]:
+        """Extend the lease; :class:`Renewed` says whether it had been lost, and what went."""
 
     def write(self, instance: str, changes: Sequence[Change]) -> Deferred[None]:
         """Store or delete records of ``instance`` (each key at most once in ``changes``)."""

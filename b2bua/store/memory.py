@@ -13,7 +13,7 @@ from typing import TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
 
-from b2bua.store.base import Change, Renewal
+from b2bua.store.base import Change, Renewal, Renewed
 
 __all__ = ["MemoryStore", "StoreUnavailable"]
 
@@ -33,7 +33,7 @@ class MemoryStore:
         self.commands = 0
         self.records: dict[str, dict[str, bytes]] = {}
         self._leases: dict[str, float] = {}  # instance -> expiry
-        self._adopted: dict[str, str] = {}  # dead instance -> survivor
+        self._adopted: dict[str, tuple[str, ...]] = {}  # dead instance -> keys taken
         self._registered: set[str] = set()
 
     def _leased(self, instance: str) -> bool:
@@ -55,14 +55,15 @@ class MemoryStore:
 
         return self._run(take)
 
-    def renew(self, instance: str, lease: float) -> Deferred[Renewal]:
-        def renew() -> Renewal:
+    def renew(self, instance: str, lease: float) -> Deferred[Renewed]:
+        def renew() -> Renewed:
             kept = self._leased(instance)
             self._leases[instance] = self._now() + lease
             self._registered.add(instance)
             if kept:
-                return Renewal.KEPT
-            return Renewal.ADOPTED if self._adopted.pop(instance, None) else Renewal.EXPIRED
+                return Renewed(Renewal.KEPT)
+            taken = self._adopted.pop(instance, ())
+            return Renewed(Renewal.ADOPTED, taken) if taken else Renewed(Renewal.EXPIRED)
 
         return self._run(renew)
 
@@ -99,7 +100,7 @@ class MemoryStore:
             self._leases.pop(dead, None)
             taken = self.records.pop(dead, {})
             if taken:
-                self._adopted[dead] = survivor
+                self._adopted[dead] = self._adopted.get(dead, ()) + tuple(sorted(taken))
                 self.records.setdefault(survivor, {}).update(taken)
             return taken
 

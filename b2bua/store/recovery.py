@@ -32,9 +32,10 @@ Decisions:
 * A CCR in flight at the crash. Its answer is lost; it is sent again with the same
   CC-Request-Number and the T flag (RFC 4006 §5.7, RFC 6733 §3), which the OCS recognises as
   a possible duplicate. A CCR-U in flight keeps the call waiting for that answer as usual.
-  The resend goes at once: restore after a Diameter peer is usable
-  (``DiameterService.has_usable_peer()``), or it fails as NO_PEER and CCFH decides (a CCR-T
-  is kept and resent; a CCR-U under CCFH TERMINATE ends the call).
+  The SIP side is restored at once (in-dialog requests find their call); the store holds
+  the restored sessions' CCRs until a Diameter peer is usable (``b2bua.store.gate``), so
+  that the resend does not fail as NO_PEER (which would keep a CCR-T for 30 s, or end the
+  call under CCFH TERMINATE). :func:`session_ids` names them.
 * A grant that ran out while we were down (talk time reached the granted seconds): the call
   is ended with BYE to both legs (Reason as for credit exhaustion) and a CCR-T reporting the
   seconds up to the end of the grant. A non-final grant still running gets its CCR-U when
@@ -42,6 +43,8 @@ Decisions:
 * ``end=True`` (calls adopted from a dead instance, ``adopt = end``): BYE to both legs and a
   CCR-T reporting the seconds up to ``min(now, end of the grant)``; a session never reports
   more than it was granted.
+* Adopted while alive (cut off from Redis beyond the lease): :meth:`CallStateRecorder.forget`
+  drops the call and its sessions here without BYE or CCR-T; the survivor owns them.
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ __all__ = [
     "RecordError",
     "decode_record",
     "encode_record",
+    "session_ids",
 ]
 
 #: The record layout; a record of another version is refused (RecordError).
@@ -104,6 +108,18 @@ def decode_record(data: bytes) -> dict[str, Any]:
     if not isinstance(record.get("key"), str):
         raise RecordError("a record needs its key")
     return record
+
+
+def session_ids(record: dict[str, Any]) -> list[str]:
+    """The Session-Ids of the Ro sessions (or the kept CCR-T) in a decoded record."""
+    kept = record.get("ccrt")
+    if isinstance(kept, dict):
+        return [str(kept.get("session_id"))]
+    ro = record.get("ro")
+    sessions = ro.get("sessions") if isinstance(ro, dict) else None
+    if not isinstance(sessions, list):
+        return []
+    return [str(item["session_id"]) for item in sessions if isinstance(item, dict)]
 
 
 class CallStateRecorder(CallObserver):
@@ -189,6 +205,24 @@ class CallStateRecorder(CallObserver):
             keys.update(charged)
             keys.update(CCRT_PREFIX + kept.session_id for kept in engine.pending_terminations)
         return sorted(keys)
+
+    def forget(self, key: str) -> list[str]:
+        """Drop ``key``'s call and Ro sessions here, silently; returns the Session-Ids dropped.
+
+        A survivor adopted the record while this instance was cut off from Redis: it ends
+        or charges the call now, and one CCR-T per session must come from it alone.
+        """
+        engine = self._engine
+        if key.startswith(CCRT_PREFIX):
+            session_id = key[len(CCRT_PREFIX) :]
+            forgotten = engine is not None and engine.forget_termination(session_id)
+            return [session_id] if forgotten else []
+        call = self._calls.get(key)
+        call_id = self._charged.pop(key, None) or (None if call is None else call.id)
+        self._calls.forget_call(key)
+        if engine is None or call_id is None:
+            return []
+        return engine.forget_call(call_id)
 
     # -- restoring ------------------------------------------------------------------------
 

@@ -5,15 +5,16 @@ Key schema (``P`` is ``[store] key_prefix``, ``ID`` an instance id)::
     P instances        set     every instance id that has registered
     P lease:ID         string  ID, with a TTL of lease_time; renewed every renew_interval
     P calls:ID         hash    call key -> record (b2bua.store.recovery.encode_record)
-    P adopted:ID       string  the survivor that adopted ID's calls (TTL one day)
+    P taken:ID         hash    call key -> the survivor that adopted it from ID (TTL one day)
 
 A realtime write is one ``HSET`` (or ``HDEL`` when the call is gone) per changed call,
 several calls of one reactor turn going in one ``HMSET`` and one ``HDEL``. Taking over
 one's own records at start, renewing the lease and adopting a dead instance's records
 are Lua scripts, each atomic in Redis: an adoption checks that the lease is gone, moves
-the records into the survivor's hash and deletes them in one step, so of several
-survivors exactly one gets them, and an instance restarting in the same moment finds
-either all of its records or none.
+the records into the survivor's hash, deletes them and notes their keys in ``taken:ID``
+in one step, so of several survivors exactly one gets them, an instance restarting in
+the same moment finds either all of its records or none, and an instance that was only
+cut off learns at its next renewal which calls are no longer its own.
 
 One connection (commands stay in order), reconnecting on loss; every command has a
 deadline, after which it is cancelled (txredisapi then never sends it) and counts as a
@@ -34,7 +35,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from b2bua.config import StoreSettings
 from b2bua.diameter.tls import _certificates
-from b2bua.store.base import Change, Renewal
+from b2bua.store.base import Change, Renewal, Renewed
 
 __all__ = ["RedisStore", "connect_store"]
 
@@ -43,7 +44,7 @@ T = TypeVar("T")
 #: How long the "adopted by" marker of a dead instance is kept (ms).
 ADOPTED_MARKER_MS = 86_400_000
 
-# KEYS: lease, instances, calls, adopted of ARGV[1]; ARGV: id, lease ms
+# KEYS: lease, instances, calls, taken of ARGV[1]; ARGV: id, lease ms
 _TAKE_OVER = """
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[1])
@@ -51,26 +52,33 @@ redis.call('DEL', KEYS[4])
 return redis.call('HGETALL', KEYS[3])
 """
 
-# KEYS: lease, instances, adopted of ARGV[1]; ARGV: id, lease ms
+# KEYS: lease, instances, taken of ARGV[1]; ARGV: id, lease ms
 _RENEW = """
 local kept = redis.call('EXISTS', KEYS[1])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[1])
-if kept == 1 then return 'kept' end
-if redis.call('DEL', KEYS[3]) == 1 then return 'adopted' end
-return 'expired'
+if kept == 1 then return {'kept'} end
+local taken = redis.call('HKEYS', KEYS[3])
+if #taken == 0 then return {'expired'} end
+redis.call('DEL', KEYS[3])
+local reply = {'adopted'}
+for i = 1, #taken do reply[i + 1] = taken[i] end
+return reply
 """
 
-# KEYS: lease of dead, calls of dead, calls of survivor, instances, adopted of dead
+# KEYS: lease of dead, calls of dead, calls of survivor, instances, taken of dead
 # ARGV: dead, survivor, marker ms
 _ADOPT = """
 if ARGV[1] == ARGV[2] or redis.call('EXISTS', KEYS[1]) == 1 then return {} end
 redis.call('SREM', KEYS[4], ARGV[1])
 local records = redis.call('HGETALL', KEYS[2])
 if #records == 0 then return {} end
-for i = 1, #records, 2 do redis.call('HSET', KEYS[3], records[i], records[i + 1]) end
+for i = 1, #records, 2 do
+  redis.call('HSET', KEYS[3], records[i], records[i + 1])
+  redis.call('HSET', KEYS[5], records[i], ARGV[2])
+end
 redis.call('DEL', KEYS[2])
-redis.call('SET', KEYS[5], ARGV[2], 'PX', ARGV[3])
+redis.call('PEXPIRE', KEYS[5], ARGV[3])
 return records
 """
 
@@ -84,6 +92,12 @@ return #ARGV / 2
 
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def _renewed(reply: Sequence[bytes | str]) -> Renewed:
+    """The renewal script's reply: its outcome, then the keys a survivor took."""
+    outcome, *taken = (_text(item) for item in reply)
+    return Renewed(Renewal(outcome), tuple(sorted(taken)))
 
 
 def _pairs(flat: Sequence[bytes | str]) -> dict[str, bytes]:
@@ -120,16 +134,14 @@ class RedisStore:
         return self._run("eval", script, keys, args)
 
     def take_over(self, instance: str, lease: float) -> Deferred[dict[str, bytes]]:
-        keys = [self._key(kind, instance) for kind in ("lease", "instances", "calls", "adopted")]
+        keys = [self._key(kind, instance) for kind in ("lease", "instances", "calls", "taken")]
         keys[1] = self._key("instances")
         return self._eval(_TAKE_OVER, keys, [instance, int(lease * 1000)]).addCallback(_pairs)
 
-    def renew(self, instance: str, lease: float) -> Deferred[Renewal]:
+    def renew(self, instance: str, lease: float) -> Deferred[Renewed]:
         keys = [self._key("lease", instance), self._key("instances")]
-        keys.append(self._key("adopted", instance))
-        return self._eval(_RENEW, keys, [instance, int(lease * 1000)]).addCallback(
-            lambda reply: Renewal(_text(reply))
-        )
+        keys.append(self._key("taken", instance))
+        return self._eval(_RENEW, keys, [instance, int(lease * 1000)]).addCallback(_renewed)
 
     def write(self, instance: str, changes: Sequence[Change]) -> Deferred[None]:
         calls = self._key("calls", instance)
@@ -163,7 +175,7 @@ class RedisStore:
             self._key("calls", dead),
             self._key("calls", survivor),
             self._key("instances"),
-            self._key("adopted", dead),
+            self._key("taken", dead),
         ]
         return self._eval(_ADOPT, keys, [dead, survivor, ADOPTED_MARKER_MS]).addCallback(_pairs)
 

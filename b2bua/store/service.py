@@ -15,6 +15,17 @@ tries to adopt the records of every other registered instance; the store hands t
 exactly one survivor, and only once the owner's lease has run out. Adopted calls are
 restored with ``end = (adopt == "end")``.
 
+Restored and adopted calls are back on the SIP side at once; their CCRs wait in the
+:class:`~b2bua.store.gate.CcrGate` until a Diameter peer is usable (``diameter_wait``).
+
+Fencing. Once no renewal has been confirmed for ``lease_time`` (Redis out of reach, the
+process paused), a survivor may adopt this instance's calls at any moment. From then on
+until a renewal gets through, nothing is written, and when other instances share the
+store, no CCR but a new call's CCR-I leaves (the gate holds them). The renewal says
+whether the calls are still ours; if a survivor took some (:class:`~b2bua.store.base.Renewed`
+names them), they are dropped here without BYE or CCR-T (the survivor ends or charges
+them: one CCR-T per session, from it alone), and the rest is written again.
+
 Redis away while running: calls go on from memory, writes wait in a bounded
 :class:`~b2bua.store.core.WriteQueue` (one entry per call, its latest state) and are
 written in order when a renewal gets through again; past the limit, every call is
@@ -44,7 +55,14 @@ from b2bua.daemon import abort_start, refuse_configuration
 from b2bua.diameter.tls import TlsSetupError
 from b2bua.store.base import CallStore, Change, Renewal
 from b2bua.store.core import Batcher, Lease, Link, WriteQueue, adoption_candidates
-from b2bua.store.recovery import CallStateRecorder, RecordError, decode_record, encode_record
+from b2bua.store.gate import CcrGate, UsablePeers
+from b2bua.store.recovery import (
+    CallStateRecorder,
+    RecordError,
+    decode_record,
+    encode_record,
+    session_ids,
+)
 from b2bua.store.redis import connect_store
 
 __all__ = [
@@ -70,6 +88,8 @@ class Recorder(Protocol):
     def keys(self) -> list[str]: ...
 
     def restore(self, record: dict[str, Any], now: float, *, end: bool = False) -> None: ...
+
+    def forget(self, key: str) -> list[str]: ...
 
 
 @dataclass(frozen=True)
@@ -127,6 +147,8 @@ class StoreService(Service):
         self.link = Link()
         self.lease = Lease(settings.lease_time, settings.renew_interval)
         self.recorder: Recorder | None = None
+        self.gate: CcrGate | None = None
+        self._others = False  # other instances were registered at the last look
         self._refuse = refuse
         self._batch = Batcher()
         self._flush_call: IDelayedCall | None = None
@@ -143,6 +165,34 @@ class StoreService(Service):
         self.recorder = recorder
         if self.mode == "realtime":
             recorder.listen(self.changed)
+
+    def guard(self, client: UsablePeers) -> CcrGate:
+        """The Diameter client the charging engine uses: ``client`` behind a gate."""
+        return self.use_gate(CcrGate(client, self.clock))
+
+    def use_gate(self, gate: CcrGate) -> CcrGate:
+        """Hold restored CCRs and fence through ``gate`` (the engine's Diameter client)."""
+        self.gate = gate
+        gate.fenced = self.fenced
+        return gate
+
+    def fenced(self) -> bool:
+        """True while a survivor may have taken our calls (module docstring: fencing)."""
+        return (
+            self.mode == "realtime"
+            and self._taken_over
+            and self._others
+            and self.lease.may_be_lost(self.clock.seconds())
+        )
+
+    def _may_write(self) -> bool:
+        """Redis answers and the lease is surely ours (a write must not revive a record a
+        survivor took)."""
+        return (
+            self._taken_over
+            and bool(self.link.up)
+            and not self.lease.may_be_lost(self.clock.seconds())
+        )
 
     @property
     def queue_depth(self) -> int:
@@ -230,19 +280,17 @@ class StoreService(Service):
     async def _renew(self) -> None:
         now = self.clock.seconds()
         try:
-            renewal = await self.store.renew(self.instance, self.settings.lease_time)
+            renewed = await self.store.renew(self.instance, self.settings.lease_time)
         except Exception as err:
             self._failed(err)
             return
         lost = self.lease.may_be_lost(now)
         self.lease.renewed(now)
+        renewal = renewed.outcome
         if renewal is Renewal.ADOPTED:
             self.stats.leases_lost += 1
-            log.critical(
-                "store: the lease of {instance} ran out while Redis was unreachable and a "
-                "survivor adopted its calls; the calls in memory may now be charged twice",
-                instance=self.instance,
-            )
+            self._forget_adopted(renewed.adopted)
+            self.queue.overflowed = True  # write what is still ours, nothing of what went
         elif renewal is Renewal.EXPIRED and self.mode == "realtime":
             # Redis forgot the lease: it restarted without its data, or we were away
             # longer than lease_time. Our records may be gone too: write them all again.
@@ -252,8 +300,29 @@ class StoreService(Service):
                 how="run out" if lost else "gone (Redis restarted?)",
             )
             self.queue.overflowed = True
-        if self._succeeded() or self.queue.overflowed:
+        if self.gate is not None:
+            self.gate.release()  # what was fenced: the calls still here are ours
+        if self._succeeded() or self.queue.overflowed or len(self.queue):
             await self._replay()
+
+    def _forget_adopted(self, keys: tuple[str, ...]) -> None:
+        """A survivor took these records while we were cut off: drop them here, silently."""
+        log.error(
+            "store: the lease of {instance} ran out and a survivor adopted {count} of its "
+            "record(s); those calls are dropped here without BYE or CCR-T (the survivor "
+            "ends or charges them)",
+            instance=self.instance,
+            count=len(keys),
+        )
+        recorder = self.recorder
+        for key in keys:
+            try:
+                dropped = [] if recorder is None else recorder.forget(key)
+            except Exception:  # one call must not keep the others here
+                log.failure("store: dropping adopted record {key} failed", key=key)
+                continue
+            if self.gate is not None:
+                self.gate.drop(dropped)
 
     async def _adopt(self) -> None:
         """Adopt the records of every instance whose lease is gone (the store decides)."""
@@ -262,7 +331,9 @@ class StoreService(Service):
         except Exception as err:
             self._failed(err)
             return
-        for dead in adoption_candidates(instances, self.instance):
+        candidates = adoption_candidates(instances, self.instance)
+        self._others = bool(candidates)
+        for dead in candidates:
             try:
                 records = await self.store.adopt(dead, self.instance)
             except Exception as err:
@@ -292,7 +363,10 @@ class StoreService(Service):
         bad: list[str] = []
         for key, data in sorted(records.items()):
             try:
-                recorder.restore(self.codec.decode(data), now, end=end)
+                record = self.codec.decode(data)
+                if self.gate is not None:
+                    self.gate.hold_restored(session_ids(record), self.settings.diameter_wait)
+                recorder.restore(record, now, end=end)
             except self.codec.error as err:
                 self.stats.bad_records += 1
                 bad.append(key)
@@ -336,7 +410,7 @@ class StoreService(Service):
         return None if record is None else self.codec.encode(record)
 
     def _write_now(self, changes: list[Change]) -> None:
-        if not self._taken_over or not self.link.up:
+        if not self._may_write():
             self._enqueue(changes)
             return
         done = ensureDeferred(self._send(changes))
@@ -374,7 +448,7 @@ class StoreService(Service):
             return
         self._replaying = True
         try:
-            while self.link.up and (len(self.queue) or self.queue.overflowed):
+            while self._may_write() and (len(self.queue) or self.queue.overflowed):
                 if self.queue.overflowed:
                     await self._resync()
                     continue
@@ -442,6 +516,8 @@ class StoreService(Service):
             self._loop.stop()
         if self._flush_call is not None and self._flush_call.active():
             self._flush_call.cancel()
+        if self.gate is not None:
+            self.gate.stop()
         if self._taken_over:
             await self._within(self._final_writes(), self.settings.connect_timeout)
         waiting = len(self.queue)
@@ -511,6 +587,8 @@ def make_store_service(settings: StoreSettings, reactor: Any) -> StoreService:
 
 def join_calls(service: StoreService, calls: CallService, engine: ChargingEngine | None) -> None:
     """Record ``calls`` (a CallService) and ``engine``'s Ro sessions in ``service``.
+
+    ``engine`` sends through :meth:`StoreService.guard` (see ``b2bua.tap``).
 
     At stop, the calls that have a record stay up for the next start (no BYE, no CCR-T);
     calls still being set up cannot be restored and end as usual.

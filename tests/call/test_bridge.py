@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 from dataclasses import replace
 
 import pytest
 
 from b2bua.call.bridge import (
     ALLOW,
+    ALLOW_NO_MESSAGE,
     Action,
     Answered,
     Bridge,
@@ -771,13 +773,19 @@ def test_require_timer_is_refused_when_timers_are_off() -> None:
 
 
 def test_options_and_other_methods_out_of_dialog() -> None:
-    """OPTIONS gets 200 with Allow/Accept/Supported; MESSAGE and others get 405."""
+    """OPTIONS gets 200 with Allow/Accept/Supported; MESSAGE and others get 405; Allow
+    names MESSAGE only where a route relays it (event charging), as a dialog's Allow does."""
     ok = answer_out_of_dialog(caller_invite(method="OPTIONS", body=None), BridgeConfig())
-    assert ok.status == 200 and ok.headers.get_fields("Allow") == [ALLOW]
+    assert ok.status == 200 and ok.headers.get_fields("Allow") == [ALLOW_NO_MESSAGE]
     assert ok.headers.get("Accept") == "application/sdp"
     assert ok.headers.get_fields("Supported") == ["100rel, timer"]
     refused = answer_out_of_dialog(caller_invite(method="MESSAGE", body=None), BridgeConfig())
-    assert refused.status == 405 and refused.headers.get_fields("Allow") == [ALLOW]
+    assert refused.status == 405 and refused.headers.get_fields("Allow") == [ALLOW_NO_MESSAGE]
+    assert "MESSAGE" not in ALLOW_NO_MESSAGE and ALLOW.endswith(", MESSAGE")
+    relayed = answer_out_of_dialog(
+        caller_invite(method="OPTIONS", body=None), BridgeConfig(), message=True
+    )
+    assert relayed.headers.get_fields("Allow") == [ALLOW]
 
 
 # ------------------------------------------------------------------ persistence
@@ -879,3 +887,48 @@ def test_restore_keeps_the_timer_of_a_call_below_a_raised_min_se() -> None:
     again = restored(run, stricter)
     assert again.bridge.a.timer == run.bridge.a.timer
     assert again.bridge.config is stricter
+
+
+def _reachable(root: object, target: object) -> bool:
+    """Whether ``target`` is reachable from ``root`` through references (gc referents)."""
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        obj = stack.pop()
+        if obj is target:
+            return True
+        if id(obj) in seen or isinstance(obj, type):
+            continue
+        seen.add(id(obj))
+        stack.extend(gc.get_referents(obj))
+    return False
+
+
+def test_a_confirmed_call_lets_go_of_the_setup_messages() -> None:
+    """After the caller's ACK the bridge holds neither the caller's INVITE transaction nor
+    the whole B-leg INVITE (its body, Contact, Allow...): memory per call."""
+    run = Run()
+    run.connect()
+    assert run.state() is CallState.CONFIRMED
+    b_invite = run.last("INVITE").request
+    assert not _reachable(run.bridge, run.server)
+    assert not _reachable(run.bridge, b_invite)
+    assert _reachable(run.bridge, run.invite)  # snapshots and charging still read it
+    assert run.call.caller == "sip:alice@example.com"  # parsed again on demand
+    assert run.bridge.snapshot()["invite"] == run.invite.serialize().decode("latin-1")
+
+
+def test_a_late_2xx_from_another_fork_after_the_ack_is_acked_and_byed() -> None:
+    """The reduced B-leg INVITE still builds the ACK and BYE of a second fork's 2xx
+    (§13.2.2.4): same Call-ID, From, CSeq, the new fork's To tag."""
+    run = Run()
+    run.connect()
+    invite = run.last("INVITE")
+    run.reply(invite, 200, tag="late-fork", body=SDP_B)
+    ack = run.acks[-1].ack
+    assert ack.to_tag == "late-fork" and str(ack.cseq) == "1 ACK"
+    assert ack.call_id == invite.request.call_id
+    assert ack.from_tag == invite.request.from_tag
+    (bye,) = run.sent("BYE")
+    assert bye.request.to_tag == "late-fork" and bye.request.call_id == ack.call_id
+    assert run.state() is CallState.CONFIRMED

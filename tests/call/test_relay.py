@@ -186,3 +186,59 @@ def test_an_observer_that_fails_gets_the_message_refused_500() -> None:
     assert [r.status for r in responses(world)] == [500]
     assert world.take(CALLEE) == []
     assert len(world.callmap.messages) == 0
+
+
+def options(*, user: str = "+4930123") -> bytes:
+    """An OPTIONS to ``user``, in a transaction of its own."""
+    request = message(body="", branch=f"z9hG4bK-o{user}")
+    request = request.replace(b"MESSAGE sip:+4930123", f"OPTIONS sip:{user}".encode())
+    return request.replace(b"7 MESSAGE", b"7 OPTIONS")
+
+
+def allow(response: Response) -> str:
+    return ", ".join(response.headers.get_fields("Allow"))
+
+
+def test_allow_names_message_only_where_a_route_relays_it() -> None:
+    """OPTIONS lists MESSAGE in Allow on a route with event charging, not elsewhere; the 405
+    to a MESSAGE no route relays never lists MESSAGE (RFC 3261 §21.4.6)."""
+    world = World(route="user_prefix = +49\n" + ON)
+    world.send(options())
+    (ok,) = responses(world)
+    assert ok.status == 200 and "MESSAGE" in allow(ok)
+    world.send(options(user="+1555"))
+    (elsewhere,) = responses(world)
+    assert elsewhere.status == 200 and "MESSAGE" not in allow(elsewhere)
+    to_elsewhere = message(branch="z9hG4bK-m2")
+    world.send(to_elsewhere.replace(b"sip:+4930123@example.com SIP", b"sip:+1555@example.com SIP"))
+    (refused,) = responses(world)
+    assert refused.status == 405 and "MESSAGE" not in allow(refused)
+
+
+class Ends(Holder):
+    """Also records ``message_ended`` with the status the sender got."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ended: list[tuple[str, int | None]] = []
+
+    def message_ended(self, message: RelayedMessage) -> None:
+        self.ended.append((message.id, message.status))
+
+
+def test_every_message_ends_once_for_the_observers_refused_or_relayed() -> None:
+    """message_ended comes once per MESSAGE with its final status: after message_done for a
+    relayed one, alone for one refused by charging (the CDR's hook)."""
+    world = World(route=ON)
+    relays = world.callmap.messages
+    ends = Ends()
+    relays.observers.append(ends)
+    world.send(message())
+    first = ends.held[0].id
+    relays.refuse(first, 402, "Payment Required", "")
+    assert ends.done == [] and ends.ended == [(first, 402)]
+    world.send(message(branch="z9hG4bK-two"))
+    second = ends.held[1].id
+    relays.forward(second)
+    answer(world, relayed(world), 202, "Accepted")
+    assert ends.done == [(second, 202)] and ends.ended == [(first, 402), (second, 202)]

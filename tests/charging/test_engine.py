@@ -415,9 +415,9 @@ def test_update_timeout_with_terminate_ends_the_call() -> None:
     rig.advance_to(0.05)
     rig.engine.call_answered(CALL, 0.05)
     rig.client.failures.append(RequestTimeout("Tx"))
-    rig.client.fail_after = 10.0
+    rig.client.fail_after = 5.0  # Tx fires before the grant (30 s) is used up
     rig.advance_to(22.05)  # CCR-U
-    rig.advance_to(32.05)  # Tx
+    rig.advance_to(27.05)  # Tx
     assert rig.calls.events[-1] == (
         "end",
         CALL,
@@ -426,10 +426,77 @@ def test_update_timeout_with_terminate_ends_the_call() -> None:
     )
     final = rig.requests()[-1]
     assert final.get("CC-Request-Type") == 3
-    assert used(final) == 8  # 32 s talked, 22 reported, 30 granted: only 8 more may be
+    assert used(final) == 5  # 27 s talked, 22 reported
     assert ims(final, "Cause-Code") == 3
     assert final.get("Termination-Cause") == 5
+    rig.advance_to(28.0)
+    assert rig.stats.killed_calls == 0
+    rig.assert_idle()
+
+
+def test_grant_used_up_while_the_update_waits_for_tx_ends_the_call_with_terminate() -> None:
+    """TERMINATE: the 30 s grant runs out at 30 s while the CCR-U (22 s) waits for Tx (32 s):
+    BYE at 30 s as for credit exhaustion, and the CCR-T after Tx reports the 8 s left."""
+    rig = make_rig(failure_handling=Ccfh.TERMINATE)
+    rig.start()
+    rig.advance_to(0.05)
+    rig.engine.call_answered(CALL, 0.05)
+    rig.client.failures.append(RequestTimeout("Tx"))
+    rig.client.fail_after = 10.0
+    rig.advance_to(30.0)
+    assert rig.calls.events == [("admit", CALL)]
+    rig.advance_to(30.05)
+    header = reason_header(402, "credit exhausted")
+    assert rig.calls.events[-1] == ("end", CALL, "credit exhausted", header)
+    assert kinds(rig) == [1, 2]  # the CCR-T waits for the CCR-U's fate (RFC 4006 §7)
+    rig.engine.call_ended(CALL, "ended by b2bua", now=30.06)  # the call side's echo
+    rig.advance_to(32.05)  # Tx
+    final = rig.requests()[-1]
+    assert final.get("CC-Request-Type") == 3 and used(final) == 8  # 22 + 8 = 30 s talked
+    assert rig.stats.killed_calls == 1
     rig.advance_to(33.0)
+    rig.assert_idle()
+
+
+def test_grant_used_up_while_the_update_waits_for_the_retry_with_retry_and_terminate() -> None:
+    """RETRY_AND_TERMINATE: the CCR-U's retry to an alternate is still out when the grant
+    is used up: the call ends then; the retry's answer releases the CCR-T, 30 s in all."""
+    rig = make_rig(failure_handling=Ccfh.RETRY_AND_TERMINATE)
+    rig.start()
+    rig.advance_to(0.05)
+    rig.engine.call_answered(CALL, 0.05)
+    rig.client.failures.append(RequestTimeout("Tx"))
+    rig.client.fail_after = 5.0
+    rig.client.hold = True  # what is not failed waits for release()
+    rig.advance_to(27.05)  # CCR-U at 22.05, Tx at 27.05: the retry leaves
+    assert rig.requests()[-1].is_retransmit
+    rig.advance_to(30.05)
+    assert rig.calls.events[-1][:3] == ("end", CALL, "credit exhausted")
+    rig.client.release()  # the alternate answers, granting more: too late
+    rig.advance_to(31.0)
+    final = rig.requests()[-1]
+    assert final.get("CC-Request-Type") == 3 and used(final) == 8
+    rig.client.hold = False
+    rig.client.release()
+    rig.advance_to(32.0)
+    rig.assert_idle()
+
+
+def test_grant_used_up_while_the_update_waits_with_continue_bills_every_second() -> None:
+    """CONTINUE: the call talks on past its grant while the CCR-U waits, then uncharged
+    after the retry fails too; the CCR-T reports every second talked (60 s in all)."""
+    rig = make_rig(failure_handling=Ccfh.CONTINUE)
+    rig.start()
+    rig.advance_to(0.05)
+    rig.engine.call_answered(CALL, 0.05)
+    rig.client.failures.extend([RequestTimeout("Tx"), RequestTimeout("Tx")])
+    rig.client.fail_after = 10.0
+    rig.advance_to(42.05)  # CCR-U at 22.05, retry at 32.05, given up at 42.05
+    assert rig.calls.events == [("admit", CALL)]
+    rig.engine.call_ended(CALL, now=60.05)
+    final = rig.requests()[-1]
+    assert final.get("CC-Request-Type") == 3 and used(final) == 38  # 22 + 38 = 60 s talked
+    rig.advance_to(61.0)
     assert rig.stats.killed_calls == 0
     rig.assert_idle()
 

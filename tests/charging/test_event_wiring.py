@@ -105,3 +105,40 @@ def test_mid_call_video_needs_offer_and_answer() -> None:
     controller.media_changed(call, Side.B, SDP_VIDEO.encode())
     controller.media_changed(call, Side.A, SDP_AUDIO.encode())
     assert engine.videos == [False, True, False]
+
+
+def kept_ccr_t() -> Any:
+    """A CCR-Termination as the engine keeps one that no OCS took."""
+    from b2bua.diameter.message import Message
+
+    return Message.request(
+        "Credit-Control",
+        4,
+        [
+            ("Session-Id", "b2bua.test;1;2;3"),
+            ("Origin-Host", "b2bua.test"),
+            ("Origin-Realm", "test"),
+            ("Destination-Realm", "test"),
+            ("Auth-Application-Id", 4),
+            ("CC-Request-Type", 3),
+            ("CC-Request-Number", 1),
+        ],
+    )
+
+
+def test_termination_retry_settings_reach_the_engine() -> None:
+    """[charging] termination_retry_interval and _limit drive the resends of a kept CCR-T."""
+    retry = "termination_retry_interval = 2.5\ntermination_retry_limit = 2\n"
+    text = CONFIG.replace("[metrics]", retry + "[metrics]")
+    reactor = MemoryReactorClock()
+    root = build_service(parse_config_text(text), reactor)
+    assert root.charging is not None
+    root.charging.keep_termination("b2bua.test;1;2;3", "c1", kept_ccr_t())
+    reactor.advance(2.4)
+    assert root.charging.stats.final_ccrs == 0
+    reactor.advance(0.1)  # 2.5 s: the first resend (no peer is open: it fails)
+    assert root.charging.stats.final_ccrs == 1
+    assert len(root.charging.pending_terminations) == 1
+    reactor.advance(2.5)  # the second and last resend, then dropped
+    assert root.charging.stats.final_ccrs == 2
+    assert root.charging.pending_terminations == []

@@ -26,7 +26,7 @@ from b2bua.charging.messages import (
     context_for_message,
     with_video,
 )
-from b2bua.charging.messaging import EventCharger
+from b2bua.charging.messaging import EventCharger, EventFigures
 from b2bua.charging.session import ChargingConfig
 from b2bua.charging.stats import ChargingStats
 from b2bua.ocs.accounts import Account, AccountSnapshot
@@ -50,12 +50,20 @@ class Relay:
     """The message relay as the charger sees it: every verdict, in order."""
 
     verdicts: list[tuple[Any, ...]] = field(default_factory=list)
+    charger: EventCharger | None = None  # asked for the event's figures at each verdict
+    figures: list[EventFigures | None] = field(default_factory=list)
 
     def forward(self, event_id: str, charged: bool) -> None:
         self.verdicts.append(("forward", event_id, charged))
+        self._figures(event_id)
 
     def refuse(self, event_id: str, status: int, reason: str, reason_header: str) -> None:
         self.verdicts.append(("refuse", event_id, status))
+        self._figures(event_id)
+
+    def _figures(self, event_id: str) -> None:
+        if self.charger is not None:
+            self.figures.append(self.charger.figures_of(event_id))
 
 
 @dataclass
@@ -151,6 +159,7 @@ def make_lab(
         stats=stats,
         keep_termination=engine.keep_termination,
     )
+    relay.charger = charger
     return Lab(clock, wheel, ledger, backend, handler, pipe, engine, calls, charger, relay, stats)
 
 
@@ -219,6 +228,23 @@ def test_iec_ocs_unreachable_refuses_500_and_debits_nothing() -> None:
     lab.assert_idle()
 
 
+def test_event_figures_at_the_verdict_carry_the_result_code_and_the_units() -> None:
+    """What the MESSAGE's CDR reads: at the verdict, the Session-Id, the CCA's Result-Code
+    and the units debited (IEC: 1, then 0 and 4012 once the events are gone)."""
+    lab = make_lab(events=1)
+    lab.charge(EventMode.IMMEDIATE, "m1")
+    lab.advance(0)
+    lab.charge(EventMode.IMMEDIATE, "m2")
+    lab.advance(0)
+    first, second = lab.relay.figures
+    assert first is not None and second is not None
+    assert (first.result_code, first.units) == (2001, 1)
+    assert (second.result_code, second.units) == (4012, 0)
+    sessions = {entry.session_id for entry in lab.ledger.entries}
+    assert {first.session_id, second.session_id} == sessions and len(sessions) == 2
+    assert lab.charger.figures_of("m1") is None  # finished: the relay keeps what it was told
+
+
 # -- Event Charging with Unit Reservation --------------------------------------------------
 
 
@@ -233,6 +259,8 @@ def test_ecur_debits_only_a_delivered_message(status: int | None, debited: int) 
     assert lab.events() == (2, 1)
     lab.advance(32.0)
     lab.charger.delivered("m1", status)
+    figures = lab.charger.figures_of("m1")  # the CCR-T has left: the units it reports
+    assert figures is not None and (figures.result_code, figures.units) == (2001, debited)
     lab.advance(0)
     assert lab.rows("request_type", "used", "debited") == [
         ("INITIAL", None, 0),

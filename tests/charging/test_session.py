@@ -205,7 +205,7 @@ def test_new_grant_counts_from_the_report() -> None:
     session = opened()
     update = ccr(session.on_timer(22.0))
     assert update.used_seconds == 22
-    assert session.next_deadline() == 7200.0  # only the Ro session lifetime while pending
+    assert session.next_deadline() == 30.0  # the grant's end: unanswered, the call ends
     assert session.on_answer(22.3, ok(30)) == []
     assert session.next_deadline() == 44.0
 
@@ -374,14 +374,41 @@ def test_rar_on_a_final_grant_can_lift_the_limit() -> None:
     assert session.on_timer(10.0) == []
 
 
-def test_call_runs_past_a_non_final_grant_while_the_update_is_pending() -> None:
-    """A slow OCS does not cut the call: Tx and CCFH decide, the new grant counts from 22 s."""
-    session = opened()
+def test_call_runs_past_a_non_final_grant_with_continue_while_the_update_is_pending() -> None:
+    """CCFH CONTINUE: a slow OCS does not cut the call, the new grant counts from 22 s, and
+    the talk past the old grant is reported in full."""
+    session = opened(ChargingConfig(failure_handling=Ccfh.CONTINUE))
     ccr(session.on_timer(22.0))
     assert session.next_deadline() == 7200.0
     assert session.on_timer(31.0) == []
-    session.on_answer(33.0, ok(30))
-    assert session.next_deadline() == 44.0
+    update = ccr(session.on_answer(33.0, ok(5)))  # talk allowed to 27 s: 6 s already over
+    assert (update.request_number, update.used_seconds) == (2, 11)  # at once, uncapped
+    session.on_answer(33.1, ok(30, request_number=2))
+    assert ccr(session.on_call_ended(34.5, "BYE")).used_seconds == 2
+    assert session.billed_seconds == 35  # 34.5 s talked, rounded up
+
+
+def test_continue_overrun_answered_by_a_refusal_reports_all_the_talk() -> None:
+    """CCFH CONTINUE, past the grant when a refusal arrives: end now, report every second."""
+    session = opened(ChargingConfig(failure_handling=Ccfh.CONTINUE))
+    ccr(session.on_timer(22.0))
+    actions = session.on_answer(35.0, Answer(4012))
+    assert actions[0] == EndCall(EndReason.CREDIT_EXHAUSTED)
+    assert ccr(actions).used_seconds == 13
+    assert session.billed_seconds == 35
+
+
+def test_unanswered_update_ends_the_call_when_the_grant_is_used_up() -> None:
+    """TERMINATE: the grant runs out while its CCR-U waits: BYE at the grant's end, as for
+    credit exhaustion; the CCR-T follows the CCR-U's fate and reports the 30 s talked."""
+    session = opened()
+    ccr(session.on_timer(22.0))
+    assert session.next_deadline() == 30.0
+    assert session.on_timer(30.0) == [EndCall(EndReason.CREDIT_EXHAUSTED)]
+    assert session.killed and session.next_deadline() is None
+    actions = session.on_request_failed(32.0, RequestFailure.TX_TIMEOUT)
+    assert ccr(actions).request_type is CCR_T and ccr(actions).used_seconds == 8
+    assert session.billed_seconds == 30
 
 
 def test_overrun_answered_by_a_refusal_ends_at_once_capped() -> None:
@@ -664,20 +691,32 @@ def test_ccfh_from_the_cca_overrides_the_configured_value() -> None:
     assert actions == [ContinueUncharged("OCS unreachable, CCFH CONTINUE")]
     assert session.next_deadline() == 7200.0
     end = session.on_call_ended(500.0, "BYE")
-    assert ccr(end).used_seconds == 8  # capped: only 30 s were ever granted
+    assert ccr(end).used_seconds == 478  # every second talked: 500 - 22 reported
 
 
 def test_ccr_u_failure_with_retry_and_terminate() -> None:
     """RETRY_AND_TERMINATE on a CCR-U: retry with the same number, then end the call."""
     session = opened(credit_control_failure_handling=Ccfh.RETRY_AND_TERMINATE)
     first = ccr(session.on_timer(22.0))
-    retry = ccr(session.on_request_failed(32.0, RequestFailure.TX_TIMEOUT))
+    retry = ccr(session.on_request_failed(25.0, RequestFailure.TX_TIMEOUT))
     assert (retry.request_number, retry.used_seconds, retry.retry) == (1, 22, True)
     assert retry.destination_host is None
     assert first.destination_host == "ocs1.lab"
-    actions = session.on_request_failed(42.0, RequestFailure.TX_TIMEOUT)
+    actions = session.on_request_failed(28.0, RequestFailure.TX_TIMEOUT)
     assert actions[0] == EndCall(EndReason.CHARGING_FAILURE)
     assert ccr(actions).request_number == 2
+
+
+def test_retry_and_terminate_ends_the_call_at_the_grant_end_while_retrying() -> None:
+    """RETRY_AND_TERMINATE: the retry to the alternate is still unanswered when the grant
+    is used up: the call ends then; the CCR-T follows the retry's answer, 30 s in all."""
+    session = opened(credit_control_failure_handling=Ccfh.RETRY_AND_TERMINATE)
+    ccr(session.on_timer(22.0))
+    assert ccr(session.on_request_failed(28.0, RequestFailure.TX_TIMEOUT)).retry
+    assert session.on_timer(30.0) == [EndCall(EndReason.CREDIT_EXHAUSTED)]
+    final = ccr(session.on_answer(38.0, ok(30, request_number=1)))
+    assert (final.request_type, final.used_seconds) == (CCR_T, 8)
+    assert session.billed_seconds == 30
 
 
 def test_retry_success_continues_with_the_backup_ocs() -> None:
@@ -714,14 +753,14 @@ def test_ccr_t_failure_retries_once_then_finishes() -> None:
 
 
 def test_4011_on_update_continues_uncharged_and_still_closes() -> None:
-    """4011 on a CCA-U: no more updates, the call goes on, one CCR-T capped at the grant."""
+    """4011 on a CCA-U: no more updates, the call goes on, one CCR-T with all the talk."""
     session = opened()
     ccr(session.on_timer(22.0))
     assert session.on_answer(22.0, Answer(4011)) == [
         ContinueUncharged("credit control not applicable (4011)")
     ]
     assert session.on_timer(100.0) == []
-    assert ccr(session.on_call_ended(100.0, "BYE")).used_seconds == 8
+    assert ccr(session.on_call_ended(100.0, "BYE")).used_seconds == 78
 
 
 # -- bookkeeping ------------------------------------------------------------------------------
@@ -868,6 +907,11 @@ class Run:
     answered_at: float | None = None
     talk_end: float | None = None
     finished: list[Finished] = field(default_factory=list)
+    uncharged: bool = False  # ContinueUncharged: no cap on the seconds reported any more
+    continue_seen: bool = False  # CCFH CONTINUE was in force at some point
+
+    def __post_init__(self) -> None:
+        self.continue_seen = self.session.snapshot()["ccfh"] == Ccfh.CONTINUE
 
     def apply(self, actions: Sequence[Action]) -> None:
         for action in actions:
@@ -887,6 +931,8 @@ class Run:
                 assert self.session.on_call_ended(self.now, "BYE") == []
             elif isinstance(action, Finished):
                 self.finished.append(action)
+            elif isinstance(action, ContinueUncharged):
+                self.uncharged = True
 
     def on_send(self, request: SendCcr) -> None:
         if request.retry:
@@ -921,6 +967,8 @@ class Run:
             return
         self.pending = None
         answer = replace(template, request_number=request.request_number)
+        if answer.credit_control_failure_handling is Ccfh.CONTINUE:
+            self.continue_seen = True
         if 2000 <= answer.result_code < 3000 and request.request_type is not CCR_T:
             granted = answer.granted_seconds or 0
             self.granted_total += granted
@@ -979,7 +1027,9 @@ def test_random_event_sequences_keep_the_charging_invariants(
     ring: float | None,
     steps: list[tuple[float, tuple[str, object]]],
 ) -> None:
-    """Any event order: one CCR-T iff opened, contiguous numbers, used <= granted, exact bill."""
+    """Any event order: one CCR-T iff opened, contiguous numbers, exact bill: the talk,
+    capped at the grant unless the call went on without credit control or with CCFH
+    CONTINUE's leave past its grant (then never fewer seconds than talked)."""
     run = Run(RoSession(config))
     run.apply(run.session.start(0.0))
     run.reply(first)
@@ -1007,13 +1057,18 @@ def test_random_event_sequences_keep_the_charging_invariants(
     if not run.opened:
         assert [r.request_type for r in run.sent] == [CCR_I]
     assert run.finished[0].billed_seconds == used
-    assert used <= run.granted_total
     if run.opened:
         talk = 0.0
         if run.answered_at is not None:
             assert run.talk_end is not None
             talk = run.talk_end - run.answered_at
-        assert used == min(final_seconds(talk, config.billing_rounding), run.budget)
+        talked = final_seconds(talk, config.billing_rounding)
+        if run.uncharged:
+            assert used == talked
+        elif run.continue_seen:
+            assert min(talked, run.budget) <= used <= talked
+        else:
+            assert used == min(talked, run.budget) and used <= run.granted_total
 
 
 def test_the_session_core_is_sans_io_and_codec_free() -> None:

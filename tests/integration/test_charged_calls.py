@@ -52,6 +52,7 @@ class ChargedLab:
             "accounts = accounts.json\nledger = ledger.jsonl\n"
             f"[charging]\n{charging}"
             "[metrics]\nlisten =\n"  # not the default port, shared by every daemon
+            "[cdr]\nfile = cdr.jsonl\n"
         )
         self.daemon = Daemon(config, log_path=workdir / "b2bua.log")
         self.daemon.wait_for_log("Diameter peer ocs open")
@@ -81,6 +82,14 @@ class ChargedLab:
         if not self.ledger.exists():
             return []
         return [json.loads(line) for line in self.ledger.read_text().splitlines() if line]
+
+    def cdrs(self, kind: str) -> list[dict[str, object]]:
+        """The CDR lines written so far of one kind ("call" or "message")."""
+        path = self.dir / "cdr.jsonl"
+        if not path.exists():
+            return []
+        lines = [json.loads(line) for line in path.read_text().splitlines() if line]
+        return [line for line in lines if line["kind"] == kind]
 
     def billed(self, subscriber: str) -> int:
         return sum(int(e["debited"]) for e in self.entries() if e["subscriber"] == subscriber)  # type: ignore[call-overload]

@@ -24,6 +24,7 @@ pytestmark = pytest.mark.integration
 SMS, VOICE, VIDEO = 300, 100, 200
 ECUR = "event_charging = orig\nevent_charging_mode = reservation\n"
 IEC = "event_charging = orig\n"
+OUTCOME = ("sip_status", "result_code", "units", "charged")  # of a MESSAGE's CDR line
 
 
 @pytest.fixture
@@ -58,6 +59,17 @@ def wait_for_rows(lab: ChargedLab, count: int, timeout: float = 10) -> None:
 def debited(lab: ChargedLab, rating_group: int) -> int:
     entries = lab.entries()
     return sum(cast(int, e["debited"]) for e in entries if e["rating_group"] == rating_group)
+
+
+def wait_for_cdrs(lab: ChargedLab, count: int, timeout: float = 10) -> list[dict[str, object]]:
+    """The MESSAGE CDR lines, once ``count`` are written."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        cdrs = lab.cdrs("message")
+        if len(cdrs) >= count:
+            return cdrs
+        time.sleep(0.05)
+    raise AssertionError(f"{count} MESSAGE CDR lines not seen: {lab.cdrs('message')}")
 
 
 def send_message(lab: ChargedLab) -> bytes:
@@ -95,6 +107,10 @@ def test_a_message_is_debited_one_event_then_delivered(make_lab) -> None:
     assert rows(lab, "request_type", "rating_group", "kind", "debited", "balance_after") == [
         ("DIRECT_DEBIT", SMS, "events", 1, 2)
     ]
+    (cdr,) = wait_for_cdrs(lab, 1)
+    assert tuple(cdr[key] for key in OUTCOME) == (200, 2001, 1, True)
+    assert cdr["ro_session_id"] == lab.entries()[0]["session_id"] and cdr["route"] == "all"
+    assert "15550101" in str(cdr["caller"]) and "15550199" in str(cdr["callee"])
 
 
 def test_a_message_without_credit_gets_402_and_never_leaves(make_lab) -> None:
@@ -107,6 +123,8 @@ def test_a_message_without_credit_gets_402_and_never_leaves(make_lab) -> None:
     assert rows(lab, "request_type", "rating_group", "result_code", "debited") == [
         ("DIRECT_DEBIT", SMS, 4012, 0)
     ]
+    (cdr,) = wait_for_cdrs(lab, 1)
+    assert tuple(cdr[key] for key in OUTCOME) == (402, 4012, 0, False)
 
 
 def test_reserved_message_delivered_is_debited_by_the_ccr_t(make_lab) -> None:
@@ -121,6 +139,9 @@ def test_reserved_message_delivered_is_debited_by_the_ccr_t(make_lab) -> None:
         ("TERMINATE", SMS, 1, 1, 2),
     ]
     assert lab.entries()[-1]["reserved_after"] == 0
+    (cdr,) = wait_for_cdrs(lab, 1)  # written when the sender got the 200: CCA-I's code
+    assert (cdr["sip_status"], cdr["result_code"], cdr["units"]) == (200, 2001, 1)
+    assert lab.cdrs("call") == []
 
 
 def test_reserved_message_refused_by_the_next_hop_costs_nothing(make_lab) -> None:

@@ -164,6 +164,8 @@ def test_one_charged_call_shows_in_metrics_and_in_one_cdr_line(lab: Lab) -> None
     assert record["billed_secs"] == debited
     session_ids = {str(e["session_id"]) for e in lab.ledger_entries()}
     assert record["ro_session_ids"] == sorted(session_ids)
+    assert record["ro_result_codes"] == [2001]  # the CCA-I's: the CDR leaves before the CCA-T
+    assert record["kind"] == "call"
     assert record["caller"].startswith("sip:+15550101@") or "15550101" in record["caller"]
     assert "15550199" in record["callee"]
     assert record["route"] == "all" and record["incoming_trunk_id"] == "sbc-in"

@@ -8,6 +8,7 @@ from typing import Any
 
 from b2bua.call.callmap import CallStats
 from b2bua.call.events import CallState, EndReason
+from b2bua.charging.engine import CallFigures, SessionFigures
 from b2bua.charging.stats import STAT_NAMES, ChargingStats
 from b2bua.config import parse_config_text
 from b2bua.diameter.service import DiameterStats, PeerStatus
@@ -89,30 +90,14 @@ ROUTES = (
 
 
 @dataclass
-class FakeSession:
-    """The figures of an Ro session that the helpers read."""
-
-    billed_seconds: int = 12
-    finished: bool = False
-    _terminated: bool = False
-
-    def snapshot(self) -> dict[str, Any]:
-        return {"budget": 30}
-
-
-@dataclass
 class FakeCharging:
     stats: ChargingStats = field(default_factory=ChargingStats)
     sessions: dict[str, list[str]] = field(default_factory=dict)
 
-    @property
-    def _by_call(self) -> dict[str, Any]:
-        return {
-            call_id: SimpleNamespace(
-                sessions=[SimpleNamespace(session_id=sid, session=FakeSession()) for sid in ids]
-            )
-            for call_id, ids in self.sessions.items()
-        }
+    def call_figures(self, call_id: str) -> CallFigures:
+        """Each session granted 30 s and has reported 12 s."""
+        ids = self.sessions.get(call_id, [])
+        return CallFigures(tuple(SessionFigures(sid, 30, 12, False, 2001) for sid in ids))
 
     @property
     def active_sessions(self) -> int:

@@ -323,3 +323,33 @@ def test_request_without_via_is_dropped_quietly() -> None:
     bad = request().replace(b"Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-1;rport\r\n", b"")
     protocol.datagramReceived(bad, ("127.0.0.1", 40123))
     assert udp.sent == [] and ep.stats.dropped_messages == 1 and ep.stats.rejected_requests == 0
+
+
+def test_contact_uri_is_one_shared_object_per_address() -> None:
+    """Every call's legs share the Contact URI of their transport (memory per call);
+    another transport or a new address gets its own."""
+    ep, _, _, _ = endpoint()
+    first = ep.contact_uri("udp")
+    assert ep.contact_uri("udp") is first
+    assert str(first) == "sip:b2bua@127.0.0.1:5060"
+    ep._local["udp"] = ("127.0.0.2", 5062)
+    moved = ep.contact_uri("udp")
+    assert str(moved) == "sip:b2bua@127.0.0.2:5062" and moved is not first
+
+
+def test_an_answered_client_invite_keeps_only_what_a_cancel_needs() -> None:
+    """After its 2xx the handle and the Accepted transaction hold a reduced INVITE (no
+    body, no Contact) for timer M; cancel() then sends nothing (§9.1: too late)."""
+    ep, protocol, udp, _ = endpoint()
+    invite = invite_out()
+    invite.headers.add("Contact", "<sip:b2bua@127.0.0.1>")
+    invite.headers.add("Content-Type", "application/sdp")
+    invite.body = b"v=0\r\n"
+    handle = ep.send_request(invite, Destination("udp", "127.0.0.1", 5080), Listener())
+    sent = udp.sent[0][0]
+    assert handle.request.body
+    protocol.datagramReceived(response_to(sent, 200), ("127.0.0.1", 5080))
+    assert handle.request.body == b"" and "contact" not in handle.request.headers
+    assert handle.request.call_id == parse_message(sent).call_id
+    handle.cancel()
+    assert len(udp.sent) == 1

@@ -609,3 +609,52 @@ def test_error_classes():
     assert repr(err) == "SipParseError('bad', status_hint=513)"
     assert LocalProtocolError("x").status_hint == 500
     assert RemoteProtocolError("y", 481).status_hint == 481
+
+
+def test_forget_parsed_keeps_odd_header_lines_byte_for_byte() -> None:
+    """A kept message stops storing "Name: value" lines twice; any other spelling (no
+    space, two spaces, trailing blanks, folding) still goes out exactly as it came."""
+    raw = (
+        b"OPTIONS sip:b@example.com SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK-1\r\n"
+        b"From:<sip:a@example.com>;tag=1\r\n"
+        b"To:  <sip:b@example.com>\r\n"
+        b"Call-ID: x@y \r\n"
+        b"CSeq: 1 OPTIONS\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
+    message = parse_message(raw)
+    message.forget_parsed()
+    assert message.serialize() == raw
+    raws = {f[0]: f[3] for f in message.headers._fields}
+    assert raws["via"] is None and raws["cseq"] is None
+    assert raws["from"] == "From:<sip:a@example.com>;tag=1" and raws["to"] is not None
+    assert raws["call-id"] is not None
+    assert message.call_id == "x@y" and str(message.to.uri) == "sip:b@example.com"
+    folded = raw.replace(b"CSeq: 1 OPTIONS\r\n", b"CSeq: 1 OPTIONS\r\nSubject: one\r\n two\r\n")
+    message = parse_message(folded)
+    message.forget_parsed()
+    assert message.serialize() == folded
+
+
+def test_forget_parsed_drops_the_parses_and_parses_again_on_use() -> None:
+    """A long-kept message lets go of its parsed headers; the next access parses again
+    and gives the same values."""
+    request = factories.request()
+    before = (request.from_, request.cseq, request.request_uri, request.via)
+    request.forget_parsed()
+    assert request.headers._cache == {} and request._ruri is None
+    after = (request.from_, request.cseq, request.request_uri, request.via)
+    assert [str(v) for v in after] == [str(v) for v in before]
+    assert after[0] is not before[0]
+
+
+def test_reduced_keeps_only_the_named_fields_and_no_body() -> None:
+    """The copy keeps method, Request-URI and the named fields; the original is unchanged."""
+    request = factories.request()
+    assert request.body
+    small = request.reduced("Call-ID", "from", "TO", "cseq")
+    assert sorted(name for name, _ in small.headers) == ["CSeq", "Call-ID", "From", "To"]
+    assert small.method == "INVITE" and small.uri == request.uri and small.body == b""
+    assert small.cseq == request.cseq and small.from_tag == request.from_tag
+    assert "via" in request.headers and request.body

@@ -817,3 +817,34 @@ def test_user_data_and_dest():
     assert isinstance(send, Send)
     assert send.dest == DEST
     assert txn.user_data == "call-1"
+
+
+def test_ist_accepted_keeps_only_the_status_and_to_tag_of_its_2xx():
+    """Accepted never resends (the TU retransmits its 2xx), so for its 64*T1 it keeps no
+    2xx body or headers: the status and To tag (RFC 2543 ACK matching) are what is read."""
+    txn = new_ist()
+    txn.start(0.0)
+    ok = make_response(txn.request, 200, to_tag="abc")
+    ok.headers.add("Contact", "<sip:b2bua@192.0.2.1>")
+    ok.headers.add("Content-Type", "application/sdp")
+    ok.body = b"v=0\r\n"
+    for now in (1.0, 2.0):  # the 2xx and the TU's retransmission of it
+        assert txn.respond(ok, now) == [Send(ok, DEST)]
+        kept = txn.last_response
+        assert kept is not ok and kept.status == 200 and txn.to_tag == "abc"
+        assert [name for name, _ in kept.headers] == ["To"] and kept.body == b""
+    assert ok.body == b"v=0\r\n" and "contact" in ok.headers
+
+
+def test_ict_accepted_keeps_only_what_a_cancel_reads_of_the_invite():
+    """Accepted never resends the INVITE: it keeps Via, Route, From, To, Call-ID and CSeq
+    (a CANCEL built from them is the same) and lets go of the body and the rest."""
+    txn = new_ict()
+    invite = txn.request
+    assert invite.body and "contact" in invite.headers
+    txn.start(0.0)
+    txn.receive(reply(invite, 200), 1.0)
+    kept = txn.request
+    assert kept is not invite and kept.body == b"" and "contact" not in kept.headers
+    assert make_cancel(kept, "x").serialize() == make_cancel(invite, "x").serialize()
+    assert invite.body and "contact" in invite.headers  # the TU's copy is untouched

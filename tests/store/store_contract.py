@@ -136,16 +136,29 @@ class StoreContract:
         """Renewal: kept while alive; expired after a lapse; adopted when a survivor took over."""
         store = self.make_store()
         await store.take_over("a", LEASE)
-        assert await store.renew("a", LEASE) == Renewal.KEPT
+        assert await store.renew("a", LEASE) == (Renewal.KEPT, ())
         await self.expire(store, "a")
-        assert await store.renew("a", LEASE) == Renewal.EXPIRED
+        assert await store.renew("a", LEASE) == (Renewal.EXPIRED, ())
+        await store.write("a", [("c2", b"two"), ("c1", b"one")])
+        await store.take_over("b", LEASE)
+        await self.expire(store, "a")
+        await store.adopt("a", "b")
+        assert await store.renew("a", LEASE) == (Renewal.ADOPTED, ("c1", "c2"))
+        assert await store.renew("a", LEASE) == (Renewal.KEPT, ())
+        assert "a" in await store.instances()
+
+    @contract
+    async def test_a_restart_forgets_the_adoption_note(self) -> None:
+        """take_over starts afresh: a later lapse is EXPIRED, not ADOPTED again."""
+        store = self.make_store()
+        await store.take_over("a", LEASE)
         await store.write("a", [("c1", b"one")])
         await store.take_over("b", LEASE)
         await self.expire(store, "a")
         await store.adopt("a", "b")
-        assert await store.renew("a", LEASE) == Renewal.ADOPTED
-        assert await store.renew("a", LEASE) == Renewal.KEPT
-        assert "a" in await store.instances()
+        assert await store.take_over("a", LEASE) == {}
+        await self.expire(store, "a")
+        assert await store.renew("a", LEASE) == (Renewal.EXPIRED, ())
 
     @contract
     async def test_an_instance_never_adopts_itself(self) -> None:

@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 import pytest
+from twisted.internet.defer import Deferred
 
 from b2bua.call.events import EndReason
 from b2bua.charging.controller import ChargingController
@@ -23,6 +24,7 @@ from b2bua.charging.session import ChargingConfig
 from b2bua.config import StoreSettings
 from b2bua.diameter.message import FLAG_RETRANSMIT, Message
 from b2bua.sip.message import Request, Response, make_response
+from b2bua.store.gate import CcrGate
 from b2bua.store.memory import MemoryStore
 from b2bua.store.recovery import (
     RECORD_VERSION,
@@ -52,6 +54,34 @@ IDENTITY = RoIdentity("b2bua.lab.example", "lab.example", "lab.example")
 CCR_I, CCR_U, CCR_T = 1, 2, 3
 
 
+class PeersOf:
+    """A fake Diameter client behind peers the test brings up (what the gate asks of it)."""
+
+    def __init__(self, client: FakeDiameterClient, *, usable: bool) -> None:
+        self.client = client
+        self.usable = usable
+        self.waiters: list[Deferred[None]] = []
+
+    def send_request(
+        self, message: Message, *, destination_host: str | None = None
+    ) -> Deferred[Message]:
+        return self.client.send_request(message, destination_host=destination_host)
+
+    def has_usable_peer(self, realm: str | None = None) -> bool:
+        return self.usable
+
+    def when_usable(self) -> Deferred[None]:
+        waiter: Deferred[None] = Deferred(self.waiters.remove)
+        self.waiters.append(waiter)
+        return waiter
+
+    def come_up(self) -> None:
+        self.usable = True
+        waiters, self.waiters = self.waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+
 class Node:
     """One b2bua process with write-through to ``store`` (key -> record bytes)."""
 
@@ -64,14 +94,18 @@ class Node:
         config: ChargingConfig | None = None,
         cseq_margin: int = 10_000,
         charging: str = "orig",
+        usable: bool | None = None,
     ) -> None:
         self.world = World(route=f"charging = {charging}\n")
         self.world.clock.advance(at - self.world.clock.seconds())
         self.callmap = self.world.callmap
         self.client = FakeDiameterClient(self.world.clock, ocs, delay=0.05)
+        #: usable given: the engine sends through a store gate, its peers usable or not yet.
+        self.peers = PeersOf(self.client, usable=bool(usable))
+        self.gate = None if usable is None else CcrGate(self.peers, self.world.clock)
         controller = ChargingController(self.callmap, RoSettings(), self.world.clock)
         self.engine = ChargingEngine(
-            client=self.client,
+            client=self.client if self.gate is None else self.gate,
             calls=controller,
             driver=self.world.driver,
             identity=IDENTITY,
@@ -593,6 +627,8 @@ def served(node: Node, store: MemoryStore, instance: str, adopt: str) -> StoreSe
         refuse=lambda reason: None,
     )
     service.attach(node.recorder)
+    if node.gate is not None:
+        service.use_gate(node.gate)
     service.startService()
     node.world.clock.advance(0)
     return service
@@ -667,3 +703,121 @@ def test_a_restarted_instance_takes_its_calls_back_through_the_store() -> None:
     assert [kind(ccr) for ccr in ccrs] == [(CCR_I, 0), (CCR_U, 1), (CCR_T, 2)]
     assert sum(used_of(ccr) or 0 for ccr in ccrs) == 25
     assert store.records.get("i1", {}) == {}
+
+
+def test_a_restore_before_the_peers_are_up_relays_at_once_and_charges_later() -> None:
+    """Restarted while Diameter still connects: the BYE is relayed at once (no 481), the
+    CCR-U due meanwhile and the CCR-T wait for the peer; the talk time is billed exactly."""
+    ocs = TinyOcs({SUBSCRIBER: 600})
+    first = Node(ocs, {})
+    clock = {"now": first.world.clock.seconds}
+
+    def now() -> float:  # the store's clock: whichever process is running
+        return clock["now"]()
+
+    store = MemoryStore(now)
+    served(first, store, "i1", "end")
+    _b_invite, ok = connect(first)
+    answered = first.world.clock.seconds()
+    first.advance(10)
+    second = Node(ocs, {}, at=answered + 25, usable=False)  # the CCR-U at 22 s is overdue
+    clock["now"] = second.world.clock.seconds
+    served(second, store, "i1", "end")
+    assert len(second.callmap) == 1 and second.ccrs() == []
+    second.advance(2)
+    second.world.send(in_dialog("BYE", ok, cseq=2, branch="z9hG4bK-bye"))
+    (bye,) = requests(second.world.take(CALLEE), "BYE")
+    second.world.send(make_response(bye, 200), CALLEE)
+    second.advance(1)
+    assert second.ccrs() == [] and second.engine.active_sessions == 1
+    second.peers.come_up()
+    second.advance(1)
+    ccrs = first.ccrs() + second.ccrs()
+    assert [kind(ccr)[0] for ccr in ccrs] == [CCR_I, CCR_U, CCR_T]
+    assert sum(used_of(ccr) or 0 for ccr in ccrs) == 27
+    assert second.engine.active_sessions == 0 and len(second.callmap) == 0
+    assert store.records.get("i1", {}) == {}
+
+
+def test_a_paused_instance_adopted_meanwhile_leaves_the_call_to_the_survivor() -> None:
+    """SIGSTOP past the lease, a survivor ends the call (adopt = end), SIGCONT: the paused
+    instance drops the call without BYE or CCR; one CCR-T in all, the talk billed once."""
+    ocs = TinyOcs({SUBSCRIBER: 600})
+    paused, survivor = Node(ocs, {}, usable=True), Node(ocs, {})
+    store = MemoryStore(survivor.world.clock.seconds)
+    paused_store = served(paused, store, "i1", "end")
+    served(survivor, store, "i2", "end")
+    _b_invite, _ok = connect(paused)
+    answered = paused.world.clock.seconds()
+    survivor.advance(answered - survivor.world.clock.seconds())
+    for _ in range(100):  # both alive for 5 s, in step
+        paused.world.clock.advance(0.05)
+        survivor.world.clock.advance(0.05)
+    assert set(store.records.get("i1", {})) == {KEY}
+    adopted_at = None
+    for _ in range(80):  # SIGSTOP: only the survivor's time runs; it adopts and ends
+        survivor.advance(0.25)
+        if adopted_at is None and survivor.callmap.calls():
+            adopted_at = survivor.world.clock.seconds()
+    assert adopted_at is not None
+    assert requests(survivor.world.take(SBC), "BYE")
+    assert requests(survivor.world.take(CALLEE), "BYE")
+    sent_before = len(paused.ccrs())
+    paused.world.take(SBC)
+    paused.world.take(CALLEE)
+    store.available = False  # SIGCONT, and Redis is slow to answer the renewal
+    paused.advance(survivor.world.clock.seconds() - paused.world.clock.seconds())
+    assert paused_store.fenced() and paused.gate is not None and paused.gate.held == 1
+    store.available = True
+    paused.advance(2.5)  # the renewal: the call was adopted
+    assert paused_store.stats.leases_lost == 1 and paused.gate.dropped == 1
+    assert len(paused.ccrs()) == sent_before
+    assert paused.world.take(SBC) == [] and paused.world.take(CALLEE) == []
+    assert len(paused.callmap) == 0 and paused.engine.active_sessions == 0
+    ccrs = paused.ccrs() + survivor.ccrs()
+    assert [kind(ccr)[0] for ccr in ccrs].count(CCR_T) == 1
+    billed = sum(used_of(ccr) or 0 for ccr in ccrs)
+    talk = adopted_at - answered
+    assert talk <= billed < talk + 1
+    assert ocs.balances[SUBSCRIBER] == 600 - billed
+    survivor.advance(2)
+    paused.advance(2)
+    assert store.records.get("i1", {}) == {} and store.records.get("i2", {}) == {}
+
+
+def test_forgetting_a_kept_ccr_t_drops_it_unsent() -> None:
+    """A kept CCR-T a survivor adopted is dropped here: never resent by this instance."""
+    store: dict[str, bytes] = {}
+    ocs = TinyOcs({SUBSCRIBER: 600})
+    node = Node(ocs, store)
+    _b_invite, ok = connect(node)
+    node.advance(5)
+    node.client.failures.extend([NoPeerAvailable(), NoPeerAvailable()])
+    node.world.send(in_dialog("BYE", ok, cseq=2, branch="z9hG4bK-bye"))
+    node.advance(1)
+    (kept,) = node.engine.pending_terminations
+    sent = len(node.ccrs())
+    assert node.recorder.forget(f"ccrt:{kept.session_id}") == [kept.session_id]
+    node.advance(120)
+    assert node.engine.pending_terminations == [] and len(node.ccrs()) == sent
+    assert node.recorder.forget(f"ccrt:{kept.session_id}") == []
+
+
+def test_forgetting_a_call_sends_nothing_on_either_side() -> None:
+    """A call a survivor adopted is dropped without BYE, CCR or CDR event; its later
+    in-dialog requests find no call."""
+    store: dict[str, bytes] = {}
+    ocs = TinyOcs({SUBSCRIBER: 600})
+    node = Node(ocs, store)
+    _b_invite, ok = connect(node)
+    node.advance(5)
+    sent = len(node.ccrs())
+    (session_id,) = node.engine.session_ids_of(node.callmap.calls()[0].id)
+    assert node.recorder.forget(KEY) == [session_id]
+    node.advance(60)
+    assert len(node.ccrs()) == sent
+    assert node.world.take(SBC) == [] and node.world.take(CALLEE) == []
+    assert len(node.callmap) == 0 and node.engine.active_sessions == 0
+    node.world.send(in_dialog("BYE", ok, cseq=2, branch="z9hG4bK-bye"))
+    assert statuses(node.world.take(SBC)) == [481]
+    assert node.recorder.forget(KEY) == []

@@ -14,9 +14,12 @@ from twisted.internet.task import Clock
 
 from b2bua.config import RedisUrl, StoreSettings
 from b2bua.ops.metrics import Sources, collect
+from b2bua.store.gate import CcrGate
 from b2bua.store.memory import MemoryStore
-from b2bua.store.recovery import RecordError, decode_record, encode_record
+from b2bua.store.recovery import RecordError, decode_record, encode_record, session_ids
 from b2bua.store.service import Codec, StoreService, instance_name, make_store_service
+from tests.diameter.factories import ccr_update
+from tests.store.test_gate import FakePeers
 
 CODEC = Codec(encode_record, decode_record, RecordError)
 SETTINGS = StoreSettings(
@@ -35,6 +38,8 @@ class FakeRecorder:
         self.live: dict[str, dict[str, Any]] = {}
         self.listeners: list[Callable[[str], None]] = []
         self.restored: list[tuple[str, bool]] = []
+        self.forgotten: list[str] = []
+        self.client: CcrGate | None = None  # restore sends the record's CCRs through it
 
     def listen(self, changed: Callable[[str], None]) -> None:
         self.listeners.append(changed)
@@ -61,6 +66,14 @@ class FakeRecorder:
         self.restored.append((record["key"], end))
         if not end:
             self.live[record["key"]] = record
+        if self.client is not None:
+            for session_id in session_ids(record):
+                self.client.send_request(ccr_update(session_id))
+
+    def forget(self, key: str) -> list[str]:
+        self.forgotten.append(key)
+        self.live.pop(key, None)
+        return [f"s-{key}"]
 
 
 class Harness:
@@ -406,3 +419,100 @@ def test_a_ca_file_without_certificates_is_a_configuration_error(
         make_store_service(settings, Clock())
     assert stopped.value.code == 2
     assert capsys.readouterr().err.startswith("[store] ca_file ")
+
+
+def test_restored_calls_ccrs_wait_for_a_usable_diameter_peer() -> None:
+    """A restore one turn after the start holds its sessions' CCRs until a peer is usable."""
+    clock = Clock()
+    store = MemoryStore(clock.seconds)
+    ro = {"sessions": [{"session_id": "s1"}]}
+    store.records["me"] = {"c1": encode_record({"v": 1, "key": "c1", "ro": ro})}
+    harness = Harness(store, clock)
+    peers = FakePeers()
+    harness.recorder.client = harness.service.guard(peers)
+    harness.service.startService()
+    clock.advance(0)
+    assert harness.recorder.restored == [("c1", False)]
+    assert peers.sent == []
+    clock.advance(1.0)
+    peers.come_up()
+    assert peers.sent == [("s1", 2)]
+
+
+def paused_pair() -> tuple[Harness, Harness, MemoryStore, Clock, FakePeers]:
+    """Instances a and b; a wrote c1, then paused past its lease and b adopted c1."""
+    clock = Clock()
+    store = MemoryStore(clock.seconds)
+    a, b = Harness(store, clock, "a"), Harness(store, clock, "b", adopt="continue")
+    peers = FakePeers(usable=True)
+    gate = a.service.guard(peers)
+    for harness in (a, b):
+        harness.service.startService()
+    clock.advance(0)
+    a.recorder.change("c1", 1)
+    clock.advance(2.0)  # a renewal round: each sees the other
+    assert stored(store, "a") == {"c1": 1}
+    a.service._loop.stop()  # SIGSTOP
+    for _ in range(6):
+        clock.advance(2.0)
+    assert b.recorder.restored == [("c1", False)]
+    assert a.service.fenced()
+    gate.send_request(ccr_update("s-c1"))  # its timers fire on SIGCONT, before the renewal
+    a.recorder.change("c2", 2)  # a call set up meanwhile: never written, not adopted
+    clock.advance(0)
+    return a, b, store, clock, peers
+
+
+def test_a_paused_instance_drops_the_calls_a_survivor_adopted_without_a_word() -> None:
+    """SIGCONT after the lease: nothing is sent or written until the renewal, which names
+    the adopted calls; they are dropped silently, the others written again."""
+    a, _, store, clock, peers = paused_pair()
+    assert peers.sent == []
+    assert "c2" not in store.records.get("a", {})
+    a.service._loop.start(2.0, now=True)  # SIGCONT: the renewal
+    assert a.recorder.forgotten == ["c1"]
+    assert a.service.stats.leases_lost == 1
+    assert peers.sent == [] and a.service.gate is not None and a.service.gate.dropped == 1
+    assert stored(store, "a") == {"c2": 2}
+    assert stored(store, "b") == {"c1": 1}
+    assert not a.service.fenced()
+    clock.advance(2.0)
+    assert stored(store, "a") == {"c2": 2}
+
+
+def test_a_paused_instance_not_adopted_sends_what_it_held() -> None:
+    """Back before any survivor took its calls: the held CCRs go after the renewal."""
+    clock = Clock()
+    store = MemoryStore(clock.seconds)
+    a, b = Harness(store, clock, "a"), Harness(store, clock, "b")
+    peers = FakePeers(usable=True)
+    gate = a.service.guard(peers)
+    for harness in (a, b):
+        harness.service.startService()
+    clock.advance(0)
+    a.recorder.change("c1", 1)
+    clock.advance(2.0)
+    a.service._loop.stop()
+    b.service._loop.stop()  # nobody adopts
+    clock.advance(11.0)
+    gate.send_request(ccr_update("s-c1"))
+    a.recorder.change("c1", 3)
+    clock.advance(0)
+    assert peers.sent == [] and stored(store, "a") == {"c1": 1}
+    a.service._loop.start(2.0, now=True)
+    assert peers.sent == [("s-c1", 2)]
+    assert stored(store, "a") == {"c1": 3}
+    assert a.recorder.forgotten == []
+
+
+def test_a_single_instance_is_never_fenced_from_diameter() -> None:
+    """Without other instances nobody can adopt: CCRs go on even past the lease."""
+    harness, _, clock = started()
+    peers = FakePeers(usable=True)
+    gate = harness.service.guard(peers)
+    clock.advance(2.0)
+    harness.service._loop.stop()
+    clock.advance(11.0)
+    assert not harness.service.fenced()
+    gate.send_request(ccr_update("s1"))
+    assert peers.sent == [("s1", 2)]

@@ -8,6 +8,11 @@ makes are here: each Ro session b2bua opened got exactly one CCR-Termination, th
 reported equal the call's talk time within 1 s, nothing is left behind (calls, Ro sessions,
 SIP transactions, Diameter requests, wheel timers back to their count before the call), and
 no traceback in any log.
+
+The store cases (``tests.integration.test_faults_store``) run the OCS as its own process
+(``ocs="standalone"``, still behind the relay) so that it outlives a killed b2bua, add a
+``[store]`` section, kill and start the daemon again (:meth:`FaultLab.restart`) and start a
+second instance on the same store (:meth:`FaultLab.start_instance`).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from b2bua.ops.passwd import hash_password
-from tests.support.daemon import REPO, Daemon, _env
+from tests.support.daemon import REPO, Daemon, _env, start_plugin
 from tests.support.ports import free_port
 from tests.support.sipp import Sipp
 from tests.support.telnet import TelnetClient
@@ -100,9 +105,27 @@ PROBE = (
     " root.diameter.pending_count, len(root.charging.pending_terminations),"
     " len(root.timers._wheel))"
 )
-#: A CCR-T that found no peer is resent after 30 s (not configurable); the lab shortens that
-#: so that a case whose CCR-T fails ends in seconds. Only the interval changes.
-FAST_TERMINATION_RETRY = "root.charging._retry_interval = 2.0"
+#: Classes of per-call state: after the calls of a burst ended, as many live as before.
+TRACKED = (
+    "Bridge",
+    "Leg",
+    "Dialog",
+    "RoSession",
+    "_Live",
+    "InviteClientTransaction",
+    "NonInviteClientTransaction",
+    "InviteServerTransaction",
+    "NonInviteServerTransaction",
+    "Deferred",
+)
+OBJECTS = (
+    "import gc, collections; _ = gc.collect(); _c = collections.Counter(type(o).__name__ for o in"
+    " gc.get_objects()); print('OBJECTS', len(gc.get_objects()),"
+    f" {', '.join(f'_c[{name!r}]' for name in TRACKED)}); del _c"
+)
+#: A CCR-T that found no peer is resent after 30 s by default; the lab shortens that so
+#: that a case whose CCR-T fails ends in seconds. Only the interval changes.
+FAST_TERMINATION_RETRY = "termination_retry_interval = 2\n"
 
 
 class FaultLab:
@@ -122,12 +145,17 @@ class FaultLab:
         seconds: int = 600,
         peers: str | None = None,
         callee_transport: str = "udp",
+        store: str = "",
     ) -> None:
-        """``ocs``: "inprocess" (the lab OCS behind the relay), "down" (no OCS, nothing
-        listening where the peer is) or "external" (``peers`` names running OCSs, no relay)."""
+        """``ocs``: "inprocess" (the lab OCS behind the relay), "standalone" (``twistd ocs``
+        behind the relay), "down" (no OCS, nothing listening where the peer is) or "external"
+        (``peers`` names running OCSs, no relay). ``store``: a ``[store]`` section."""
         self.dir = workdir
         self.helpers: list[Helper] = []
         self.sipps: list[Sipp] = []
+        self.daemons: list[Daemon] = []  # every b2bua process started, for the log checks
+        self.others: list[TelnetClient] = []
+        self.instance_ports: dict[str, int] = {}  # SIP port of each start_instance
         self.sip_port, self.callee_port, self.ocs_port = free_port(), free_port(), free_port()
         self.relay_port, self.manhole_port = free_port(), free_port()
         self.metrics_port = free_port()
@@ -158,7 +186,17 @@ class FaultLab:
                 "origin_host = ocs.test\norigin_realm = test\n"
                 "accounts = accounts.json\nledger = ledger.jsonl\n"
             )
-        if ocs == "inprocess":
+        self.ocs: Daemon | None = None
+        if ocs == "standalone":
+            ocs_conf = workdir / "ocs.conf"
+            ocs_conf.write_text(
+                f"[ocs]\nlisten = aaa://127.0.0.1:{self.ocs_port}\n"
+                "origin_host = ocs.test\norigin_realm = test\n"
+                f"accounts = {workdir / 'accounts.json'}\nledger = {workdir / 'ledger.jsonl'}\n"
+            )
+            self.ocs = start_plugin("ocs", ocs_conf, log_path=workdir / "ocs.log")
+            self.ocs.wait_for_log("OCS listening on")
+        if ocs in ("inprocess", "standalone"):
             self.helpers.append(
                 Helper(
                     "tests.support.diameter_relay",
@@ -177,27 +215,75 @@ class FaultLab:
         if peers is None:
             peers = f"[peer:ocs]\nuri = aaa://127.0.0.1:{self.relay_port}\nhost = ocs.test\n"
         self.config = workdir / "b2bua.conf"
-        self.config.write_text(
-            f"[sip]\nlisten = {listen}\n{sip}"
+        self._common = (
             f"[calls]\ntrusted = 127.0.0.0/8\n{calls}"
             f"[route:all]\nnext_hop = 127.0.0.1:{next_hop}\ncharging = orig\n"
-            "[diameter]\norigin_host = b2bua.test\norigin_realm = test\n"
-            f"destination_realm = test\nreconnect_interval = 1\ntx_timeout = 2\n{diameter}"
-            f"{peers}{ocs_section}"
-            f"[metrics]\nlisten = tcp:{self.metrics_port}:interface=127.0.0.1\n"
+        )
+        self._diameter = (
+            f"destination_realm = test\nreconnect_interval = 1\ntx_timeout = 2\n{diameter}{peers}"
+        )
+        self._charging = f"[charging]\n{FAST_TERMINATION_RETRY}{charging}"
+        self.config.write_text(
+            f"[sip]\nlisten = {listen}\n{sip}"
+            + self._common
+            + "[diameter]\norigin_host = b2bua.test\norigin_realm = test\n"
+            + self._diameter
+            + ocs_section
+            + f"[metrics]\nlisten = tcp:{self.metrics_port}:interface=127.0.0.1\n"
             f"[manhole]\nlisten = tcp:{self.manhole_port}:interface=127.0.0.1\n"
             "passwd = manhole.passwd\n"
-            "[cdr]\nfile = cdr.jsonl\n"
-            f"[charging]\n{charging}"
+            "[cdr]\nfile = cdr.jsonl\n" + self._charging + store
         )
-        self.daemon = Daemon(self.config, log_path=workdir / "b2bua.log")
-        self.daemon.wait_for_log("b2bua started")
-        if ocs != "down":
-            self.daemon.wait_for_log("Diameter peer ocs open")
-        self.console = TelnetClient("127.0.0.1", self.manhole_port, timeout=WAIT)
-        self.console.login("ops", PASSWORD)
-        self.console.run(FAST_TERMINATION_RETRY)
+        self._sip = sip
+        self.wait_for_ocs = ocs != "down"
+        self.daemon = self._start(self.config, "b2bua.log")
+        self.console = self._login(self.manhole_port)
         self.baseline = self.probe()
+
+    def _start(self, config: Path, log: str) -> Daemon:
+        daemon = Daemon(config, log_path=self.dir / log)
+        self.daemons.append(daemon)
+        daemon.wait_for_log("b2bua started")
+        if self.wait_for_ocs:
+            daemon.wait_for_log("Diameter peer ocs open")
+        return daemon
+
+    def _login(self, port: int) -> TelnetClient:
+        console = TelnetClient("127.0.0.1", port, timeout=WAIT)
+        console.login("ops", PASSWORD)
+        return console
+
+    def restart(self, *, kill: bool = True) -> Daemon:
+        """SIGKILL (or stop) the daemon and start it again on the same configuration."""
+        self.console.close()
+        if kill:
+            self.daemon.process.kill()
+            self.daemon.process.wait(WAIT)
+        self.daemon.stop()
+        self.daemon = self._start(self.config, f"b2bua-{len(self.daemons) + 1}.log")
+        self.console = self._login(self.manhole_port)
+        return self.daemon
+
+    def start_instance(self, name: str, store: str) -> tuple[Daemon, TelnetClient]:
+        """Another b2bua on the same OCS relay and callee, with its own ``store`` section
+        (another instance_id), SIP, manhole and CDR file; nothing else configured."""
+        sip_port, manhole_port = free_port(), free_port()
+        config = self.dir / f"{name}.conf"
+        config.write_text(
+            f"[sip]\nlisten = udp:127.0.0.1:{sip_port}\n{self._sip}"
+            + self._common
+            + f"[diameter]\norigin_host = {name}.test\norigin_realm = test\n"
+            + self._diameter
+            + "[metrics]\nlisten =\n"
+            f"[manhole]\nlisten = tcp:{manhole_port}:interface=127.0.0.1\n"
+            "passwd = manhole.passwd\n"
+            f"[cdr]\nfile = cdr-{name}.jsonl\n" + self._charging + store
+        )
+        self.instance_ports[name] = sip_port
+        daemon = self._start(config, f"{name}.log")
+        console = self._login(manhole_port)
+        self.others.append(console)
+        return daemon, console
 
     # -- the legs --
 
@@ -216,7 +302,12 @@ class FaultLab:
         return sipp.start()
 
     def caller(
-        self, scenario: str = "fault_uac.xml", *, hold_ms: int = 2000, calls: int = 1
+        self,
+        scenario: str = "fault_uac.xml",
+        *,
+        hold_ms: int = 2000,
+        calls: int = 1,
+        rate: float = 1,
     ) -> Sipp:
         extra = ["-key", "caller", CALLERS[0], "-d", str(hold_ms), "-max_retrans", "10"]
         remote = self.front_a or self.sip_port
@@ -227,7 +318,7 @@ class FaultLab:
             remote=f"127.0.0.1:{remote}",
             timeout=40,
             calls=calls,
-            rate=1,
+            rate=rate,
             service="15550199",
             extra=extra,
         )
@@ -237,28 +328,39 @@ class FaultLab:
     # -- what happened --
 
     def cdrs(self) -> list[dict[str, Any]]:
-        path = self.dir / "cdr.jsonl"
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line]
+        """The CDRs every instance wrote."""
+        return [
+            json.loads(line)
+            for path in sorted(self.dir.glob("cdr*.jsonl"))
+            for line in path.read_text().splitlines()
+            if line
+        ]
 
     def relay_records(self) -> list[dict[str, Any]]:
         if not self.relay_log.exists():
             return []
         return [json.loads(line) for line in self.relay_log.read_text().splitlines() if line]
 
-    def probe(self) -> Probe:
-        text = self.console.run(PROBE)
+    def probe(self, console: TelnetClient | None = None) -> Probe:
+        text = (console or self.console).run(PROBE)
         line = next(line for line in text.splitlines() if line.startswith("PROBE "))
         return Probe(*(int(value) for value in line.split()[1:]))
 
-    def settle(self, timeout: float = WAIT) -> Probe:
+    def objects(self, console: TelnetClient | None = None) -> dict[str, int]:
+        """Live objects after a full collection: the total and each class of :data:`TRACKED`
+        (what a leaked call would keep). RSS is no measure: it does not shrink."""
+        text = (console or self.console).run(OBJECTS)
+        line = next(line for line in text.splitlines() if line.startswith("OBJECTS "))
+        values = [int(value) for value in line.split()[1:]]
+        return dict(zip(("total", *TRACKED), values, strict=True))
+
+    def settle(self, timeout: float = WAIT, console: TelnetClient | None = None) -> Probe:
         """Wait until nothing is live and the wheel holds as many timers as at the start."""
         timers = self.baseline.timers
         probes: list[Probe] = []
 
         def settled() -> bool:
-            probes.append(self.probe())
+            probes.append(self.probe(console))
             return probes[-1].idle and probes[-1].timers == timers
 
         try:
@@ -323,9 +425,15 @@ class FaultLab:
 
     def close(self) -> None:
         self.console.close()
+        for console in self.others:
+            console.close()
         for sipp in self.sipps:
             sipp.stop()
-        self.daemon.stop()
+        for daemon in self.daemons:
+            daemon.stop()
         logs = [helper.stop() for helper in self.helpers]
-        for text in [self.daemon.log_text(), *logs]:
+        if self.ocs is not None:
+            self.ocs.stop()
+            logs.append(self.ocs.log_text())
+        for text in [*(daemon.log_text() for daemon in self.daemons), *logs]:
             assert "Traceback" not in text, text
